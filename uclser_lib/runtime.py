@@ -1,0 +1,50 @@
+"""The one place that decides the device, the seeds, smoke mode and the data paths."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: The paper's seed (SPEC section 9).
+PAPER_SEED = 271828
+
+
+def smoke_mode() -> bool:
+    """True when ``UCLSER_SMOKE=1``: every notebook and run shrinks to seconds."""
+    return os.environ.get("UCLSER_SMOKE", "0") not in ("", "0", "false", "False")
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """The device every stage uses: ``UCLSER_DEVICE`` or ``prefer`` if given, else CUDA when present, else CPU."""
+    name = prefer or os.environ.get("UCLSER_DEVICE")
+    if name:
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available on this machine")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int = PAPER_SEED) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); return a CPU ``torch.Generator`` seeded likewise."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def data_root() -> Path:
+    """Where the course keeps datasets and features: ``UCLSER_DATA`` or ``<repo>/data``."""
+    return Path(os.environ.get("UCLSER_DATA", REPO_ROOT / "data")).expanduser()
+
+
+def shared_dir() -> Path | None:
+    """The project's ``shared/`` folder (reference data, model zoo) beside the checkout, or None when absent."""
+    path = Path(os.environ.get("UCLSER_SHARED", REPO_ROOT.parent / "shared"))
+    return path if path.is_dir() else None
