@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import fcntl
+import json
+import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .features import DEFAULT_PARAMS, AudioError, LogMelParams, extract_many
 
 #: Frames per patch (about 1 s), SPEC section 4.
 PATCH_FRAMES = 101
@@ -63,3 +75,310 @@ class PackedClips:
 
     def to(self, device) -> "PackedClips":
         return PackedClips(self.data.to(device), self.offsets.to(device), self.labels.to(device))
+
+
+# ---------------------------------------------------------------------------------------------
+# FSDnoisy18k layout and metadata (SPEC section 2)
+
+#: The 20 classes of FSDnoisy18k; class index = position in this sorted list.
+CLASSES = sorted(
+    [
+        "Acoustic_guitar", "Bass_guitar", "Clapping", "Coin_(dropping)", "Crash_cymbal",
+        "Dishes_and_pots_and_pans", "Engine", "Fart", "Fire", "Fireworks", "Glass", "Hi-hat", "Piano",
+        "Rain", "Slam", "Squeak", "Tearing", "Walk_or_footsteps", "Wind", "Writing",
+    ]
+)  # fmt: skip
+TRAIN_COLUMNS = ("fname", "label", "aso_id", "manually_verified", "noisy_small")
+TEST_COLUMNS = ("fname", "label", "aso_id")
+AUDIO_DIRS = {"train": "FSDnoisy18k.audio_train", "test": "FSDnoisy18k.audio_test"}
+META_DIR = "FSDnoisy18k.meta"
+
+
+@dataclass(frozen=True)
+class ClipMeta:
+    """One row of train.csv / test.csv. ``clean`` = manually verified (every test clip is clean)."""
+
+    fname: str
+    label: str
+    clean: bool
+    noisy_small: bool = False
+
+
+@dataclass
+class DatasetMeta:
+    """The metadata of a dataset in FSDnoisy18k's layout: clip lists per split and the class list."""
+
+    root: Path
+    train: list[ClipMeta]
+    test: list[ClipMeta]
+    classes: list[str]
+
+    def clips(self, split: str) -> list[ClipMeta]:
+        if split not in AUDIO_DIRS:
+            raise ValueError(f"unknown split {split!r}: expected one of {sorted(AUDIO_DIRS)}")
+        return self.train if split == "train" else self.test
+
+    def audio_path(self, split: str, clip: ClipMeta) -> Path:
+        return self.root / AUDIO_DIRS[split] / clip.fname
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: metadata file not found (expected FSDnoisy18k's layout: {META_DIR}/{path.name})")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; header is {header}, expected {list(columns)}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if any(row.get(c) in (None, "") for c in ("fname", "label")):
+                raise ValueError(f"{path}, line {line}: empty fname or label in {row}")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no clip listed")
+    return rows
+
+
+def _flag(path: Path, row: dict, column: str) -> bool:
+    value = row[column].strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"{path}: column {column!r} of {row['fname']} is {value!r}, expected 0 or 1")
+    return value == "1"
+
+
+def read_meta(root, check_files: bool = True) -> DatasetMeta:
+    """Read ``FSDnoisy18k.meta/train.csv`` and ``test.csv`` under ``root`` and check them.
+
+    Raises a ``ValueError``/``FileNotFoundError`` naming the file for a missing or malformed column, a label of
+    test.csv unknown to train.csv, or (``check_files``) an audio file listed in a CSV but absent.
+    """
+    root = Path(root).expanduser()
+    meta = root / META_DIR
+    train_rows = _read_csv(meta / "train.csv", TRAIN_COLUMNS)
+    test_rows = _read_csv(meta / "test.csv", TEST_COLUMNS)
+    train = [
+        ClipMeta(r["fname"], r["label"], _flag(meta / "train.csv", r, "manually_verified"),
+                 _flag(meta / "train.csv", r, "noisy_small"))
+        for r in train_rows
+    ]  # fmt: skip
+    test = [ClipMeta(r["fname"], r["label"], True) for r in test_rows]
+    classes = sorted({c.label for c in train})
+    unknown = sorted({c.label for c in test} - set(classes))
+    if unknown:
+        raise ValueError(f"{meta / 'test.csv'}: label(s) {unknown} do not occur in train.csv (classes: {classes})")
+    out = DatasetMeta(root, train, test, classes)
+    if check_files:
+        for split in AUDIO_DIRS:
+            folder = root / AUDIO_DIRS[split]
+            present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+            absent = [c.fname for c in out.clips(split) if c.fname not in present]
+            if absent:
+                raise FileNotFoundError(
+                    f"{folder}: {len(absent)} file(s) listed in {split}.csv are missing, e.g. {absent[:5]}"
+                )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# HDF5 feature sets: one self-describing file per split
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FeatureSet:
+    """The log-mel features of one split with their metadata (CPU tensors in ``clips``)."""
+
+    clips: PackedClips
+    fnames: list[str]
+    clean: np.ndarray  # (N,) bool, manually verified
+    noisy_small: np.ndarray  # (N,) bool
+    classes: list[str]
+    params: LogMelParams
+
+    def __len__(self) -> int:
+        return len(self.fnames)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) int64 class indices into ``classes``."""
+        return self.clips.labels.numpy()
+
+    def subset(self, index) -> "FeatureSet":
+        """The clips at ``index`` (a boolean mask or integer indices), in that order."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        if len(index) == 0:
+            raise ValueError("FeatureSet.subset selects no clip: the split is empty after filtering")
+        packed = PackedClips.from_list([self.clips.clip(int(i)).numpy() for i in index], self.labels[index])
+        return FeatureSet(packed, [self.fnames[i] for i in index], self.clean[index], self.noisy_small[index],
+                          self.classes, self.params)  # fmt: skip
+
+
+class FeatureFileError(ValueError):
+    """A feature file is not what the caller expects (not ours, other parameters, other clips)."""
+
+
+def _check_params(path: Path, stored: dict, params: LogMelParams) -> None:
+    wanted = params.to_dict()
+    diff = {k: (stored.get(k), wanted[k]) for k in wanted if stored.get(k) != wanted[k]}
+    if diff:
+        raise FeatureFileError(
+            f"{path}: extracted with other parameters than requested "
+            + ", ".join(f"{k}: file has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+            + " (delete the file to re-extract)"
+        )
+
+
+def load_features(path, params: LogMelParams = DEFAULT_PARAMS) -> FeatureSet:
+    """Load a feature file written by :func:`extract_split`; an error if it was made with other parameters."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such feature file (run uclser_lib.data.extract_split first)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise FeatureFileError(f"{path}: not a readable HDF5 file ({err})") from None
+    with f:
+        if f.attrs.get("format") != "uclser-logmel" or int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
+            raise FeatureFileError(f"{path}: not a uclser log-mel feature file of format version {FORMAT_VERSION}")
+        _check_params(path, json.loads(f.attrs["params"]), params)
+        packed = PackedClips(
+            torch.from_numpy(f["features"][...]), torch.from_numpy(f["offsets"][...]), torch.from_numpy(f["label"][...])
+        )
+        return FeatureSet(
+            packed,
+            [s.decode() for s in f["fname"][...]],
+            f["clean"][...].astype(bool),
+            f["noisy_small"][...].astype(bool),
+            json.loads(f.attrs["classes"]),
+            params,
+        )
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path`` (two processes never extract the same split at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_partial(part: Path, clips: list[ClipMeta], identity: dict) -> h5py.File:
+    """Open the partial file of an interrupted extraction if it is the same job, else start a new one."""
+    if part.exists():
+        try:
+            f = h5py.File(part, "a")
+            if json.loads(f.attrs.get("job", "{}")) == identity:
+                return f
+            f.close()
+        except (OSError, KeyError, ValueError):
+            pass  # a crash may leave a partial file unreadable: start over
+        part.unlink()
+    f = h5py.File(part, "w")
+    f.attrs["job"] = json.dumps(identity)
+    f.attrs["n_done"] = 0
+    f.attrs["skipped"] = "[]"
+    f.create_dataset("features", shape=(0, identity["params"]["n_mels"]), maxshape=(None, identity["params"]["n_mels"]),
+                     dtype="float32", chunks=(512, identity["params"]["n_mels"]))  # fmt: skip
+    f.create_dataset("lengths", shape=(len(clips),), dtype="int64", fillvalue=-1)
+    return f
+
+
+def extract_split(
+    meta: DatasetMeta,
+    split: str,
+    out_path,
+    params: LogMelParams = DEFAULT_PARAMS,
+    device=None,
+    workers: int | None = None,
+    on_error: str = "raise",
+    progress: bool = True,
+    flush_every: int = 256,
+) -> Path:
+    """Extract the log-mel features of every clip of ``split`` into one HDF5 file at ``out_path``.
+
+    Resumable: progress is kept in ``<out_path>.part`` and flushed every ``flush_every`` clips; the finished
+    file is renamed into place, so ``out_path`` is either absent or complete. An existing complete file with
+    the same parameters and clips is kept as it is. ``on_error="raise"`` stops at the first unreadable file
+    (naming it; what was extracted before is kept for the resume); ``"skip"`` leaves such files out and lists
+    them in the file's ``skipped`` attribute and in a warning.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    out_path = Path(out_path)
+    clips = meta.clips(split)
+    identity = {"split": split, "params": params.to_dict(), "fnames": [c.fname for c in clips], "on_error": on_error}
+    part = out_path.with_name(out_path.name + ".part")
+    with _locked(out_path.with_name(out_path.name + ".lock")):
+        if out_path.exists():
+            with h5py.File(out_path, "r") as f:
+                same = json.loads(f.attrs.get("job", "{}")) == identity
+            if same:
+                return out_path
+            raise FeatureFileError(f"{out_path}: exists but holds another extraction (other parameters or clips); delete it to re-extract")
+        with _open_partial(part, clips, identity) as f:
+            done = int(f.attrs["n_done"])
+            skipped = json.loads(f.attrs["skipped"])
+            lengths = f["lengths"]
+            feats = f["features"]
+            feats.resize(int(np.maximum(lengths[:done], 0).sum()), axis=0)  # drop rows written after the last flush
+            paths = [meta.audio_path(split, c) for c in clips[done:]]
+            bar = tqdm(total=len(clips), initial=done, desc=f"log-mel {split}", unit="clip", disable=not progress)
+            pending, pending_len = [], []
+            with bar:
+                for k, (i, x, err, seconds) in enumerate(extract_many(paths, params, device, workers)):
+                    if err is not None:
+                        if on_error == "raise":
+                            _flush(f, feats, lengths, pending, pending_len, done + k, skipped)
+                            raise AudioError(f"while extracting {split}: {err}")
+                        skipped.append(err)
+                        pending_len.append(0)
+                    else:
+                        pending.append(x)
+                        pending_len.append(len(x))
+                    bar.update()
+                    if len(pending_len) >= flush_every:
+                        _flush(f, feats, lengths, pending, pending_len, done + k + 1, skipped)
+                _flush(f, feats, lengths, pending, pending_len, len(clips), skipped)
+            keep = np.flatnonzero(lengths[...] > 0)
+            if len(keep) == 0:
+                raise AudioError(f"while extracting {split}: no file could be read ({len(skipped)} skipped)")
+            offsets = np.zeros(len(keep) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum(lengths[...][keep])
+            f.create_dataset("offsets", data=offsets)
+            f.create_dataset("fname", data=np.array([clips[i].fname.encode() for i in keep]))
+            f.create_dataset("label", data=np.array([meta.classes.index(clips[i].label) for i in keep], dtype=np.int64))
+            f.create_dataset("clean", data=np.array([clips[i].clean for i in keep]))
+            f.create_dataset("noisy_small", data=np.array([clips[i].noisy_small for i in keep]))
+            f.attrs.update({"format": "uclser-logmel", "format_version": FORMAT_VERSION, "split": split,
+                            "params": json.dumps(params.to_dict()), "classes": json.dumps(meta.classes),
+                            "source": str(meta.root), "uclser_version": __version__})  # fmt: skip
+        os.replace(part, out_path)
+    if skipped:
+        warnings.warn(f"{out_path}: skipped {len(skipped)} unreadable file(s):\n  " + "\n  ".join(skipped))
+    return out_path
+
+
+def _flush(f, feats, lengths, pending: list, pending_len: list, n_done: int, skipped: list) -> None:
+    """Append the pending clips to the partial file and record how far the extraction got."""
+    start = n_done - len(pending_len)
+    if pending:
+        rows = np.concatenate(pending)
+        n = feats.shape[0]
+        feats.resize(n + len(rows), axis=0)
+        feats[n:] = rows
+    if pending_len:
+        lengths[start:n_done] = pending_len
+    f.attrs["n_done"] = n_done
+    f.attrs["skipped"] = json.dumps(skipped)
+    f.flush()
+    pending.clear()
+    pending_len.clear()
