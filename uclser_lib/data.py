@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .features import DEFAULT_PARAMS, AudioError, LogMelParams, extract_many
+from .runtime import PAPER_SEED, data_root, smoke_mode
 
 #: Frames per patch (about 1 s), SPEC section 4.
 PATCH_FRAMES = 101
@@ -382,3 +383,79 @@ def _flush(f, feats, lengths, pending: list, pending_len: list, n_done: int, ski
     f.flush()
     pending.clear()
     pending_len.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits (SPEC section 2) and the one call that gets a notebook its data
+
+
+def paper_splits(train: FeatureSet, test: FeatureSet, seed: int = PAPER_SEED, clean_val_fraction: float = 0.15) -> dict[str, FeatureSet]:
+    """The splits of SPEC section 2 as feature sets.
+
+    ``pretrain``: the noisy train subset (its labels are not used by pre-training; they are the noisy-label
+    task's training labels); ``val``: the clean train subset (model selection); ``test``; and the clean
+    downstream task's ``clean_train`` / ``clean_val``: a seeded permutation of the clean clips, split
+    85/15 within each class so that every class with two or more clips has a validation clip. Unlike the
+    released code, ``clean_val`` holds no clip of ``clean_train`` (SPEC section 12).
+    """
+    if not 0 < clean_val_fraction < 1:
+        raise ValueError(f"clean_val_fraction must be in (0, 1), got {clean_val_fraction}")
+    if train.classes != test.classes:
+        raise ValueError(f"train and test have different class lists: {train.classes} vs {test.classes}")
+    rng = np.random.default_rng(seed)
+    clean = np.flatnonzero(train.clean)
+    val_idx = []
+    for c in np.unique(train.labels[clean]):
+        members = rng.permutation(clean[train.labels[clean] == c])
+        n_val = max(1, int(round(clean_val_fraction * len(members)))) if len(members) >= 2 else 0
+        val_idx.extend(members[:n_val].tolist())
+    in_val = np.zeros(len(train), dtype=bool)
+    in_val[val_idx] = True
+    return {
+        "pretrain": train.subset(~train.clean),
+        "val": train.subset(train.clean),
+        "test": test,
+        "clean_train": train.subset(train.clean & ~in_val),
+        "clean_val": train.subset(in_val),
+    }
+
+
+@dataclass
+class Course:
+    """A dataset in FSDnoisy18k's layout with its extracted features: what every notebook starts from."""
+
+    root: Path
+    meta: DatasetMeta
+    train: FeatureSet
+    test: FeatureSet
+    name: str
+
+    def splits(self, seed: int = PAPER_SEED) -> dict[str, FeatureSet]:
+        return paper_splits(self.train, self.test, seed)
+
+
+def prepare(preset: str | None = None, fsd_root=None, features_dir=None, device=None, progress: bool = True) -> Course:
+    """Make sure a dataset and its features exist, and load them.
+
+    With ``fsd_root`` (or the ``UCLSER_FSD_ROOT`` environment variable) the real FSDnoisy18k on disk is
+    used; otherwise the embedded course dataset ``preset`` (``"tiny"`` in smoke mode, else ``"course"``)
+    is generated under :func:`~uclser_lib.runtime.data_root` if missing. Features go to ``features_dir``
+    (default ``<data root>/<name>/features``). Every step resumes where an interrupted one stopped.
+    """
+    fsd_root = fsd_root or os.environ.get("UCLSER_FSD_ROOT")
+    if fsd_root:
+        root, name = Path(fsd_root).expanduser(), "fsdnoisy18k"
+        features_dir = Path(features_dir or data_root() / name / "features")
+    else:
+        from .coursedata import generate
+
+        preset = preset or ("tiny" if smoke_mode() else "course")
+        name = f"course_{preset}"
+        root = generate(data_root() / name, preset=preset, progress=progress)
+        features_dir = Path(features_dir or root / "features")
+    meta = read_meta(root)
+    sets = {
+        split: load_features(extract_split(meta, split, features_dir / f"{split}.h5", device=device, progress=progress))
+        for split in ("train", "test")
+    }
+    return Course(root, meta, sets["train"], sets["test"], name)
