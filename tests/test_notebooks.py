@@ -1,0 +1,31 @@
+"""Notebooks are stored without outputs, start with a parameters cell, and import their code from uclser_lib."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_without_outputs(path):
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{path.name} cell {i} has stored outputs"
+            assert cell.get("execution_count") is None, f"{path.name} cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_and_no_inline_training(path):
+    nb = json.loads(path.read_text())
+    code = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert any("SMOKE" in c and "parameters" in c.lower() for c in code[:3]), f"{path.name}: no parameters cell near the top"
+    joined = "\n".join(code)
+    for forbidden in ("class ", ".backward(", "optimizer.step", "nn.Module"):
+        assert forbidden not in joined, f"{path.name} defines {forbidden.strip()!r} inline: it belongs in uclser_lib"

@@ -1,0 +1,109 @@
+"""Figures of the course. Each function draws on a matplotlib Axes (or makes a Figure) and returns it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from .features import DEFAULT_PARAMS, LogMelParams
+from .runtime import REPO_ROOT, smoke_mode
+
+
+def figures_dir() -> Path:
+    """``figures/`` at the repository root; in smoke mode ``build/figures-smoke/`` so tests never overwrite the committed figures."""
+    path = REPO_ROOT / ("build/figures-smoke" if smoke_mode() else "figures")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_figure(fig, name: str) -> Path:
+    """Save ``fig`` as ``<figures_dir>/<name>.png`` (150 dpi) and return the path."""
+    path = figures_dir() / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def waveform(ax, y: np.ndarray, sr: int, title: str = ""):
+    """A waveform (N,) sampled at ``sr`` Hz, time in seconds."""
+    ax.plot(np.arange(len(y)) / sr, y, lw=0.5)
+    ax.set(xlabel="time (s)", ylabel="amplitude", title=title, xlim=(0, len(y) / sr))
+    return ax
+
+
+def spectrogram(ax, x: np.ndarray, hop_s: float | None = None, ylabel: str = "mel band", title: str = "", vmin=None, vmax=None, colorbar: bool = False):
+    """A time-first spectrogram (T, F) with time on the x axis (frames, or seconds when ``hop_s`` is given)."""
+    extent = None if hop_s is None else (0, len(x) * hop_s, 0, x.shape[1])
+    im = ax.imshow(x.T, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
+    ax.set(xlabel="frame" if hop_s is None else "time (s)", ylabel=ylabel, title=title)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, pad=0.01)
+    return ax
+
+
+def mel_filterbank(ax, fbank: np.ndarray, params: LogMelParams = DEFAULT_PARAMS, every: int = 4):
+    """Every ``every``-th triangle of a (n_freqs, n_mels) filterbank against frequency in Hz."""
+    freqs = np.linspace(0, params.sr / 2, fbank.shape[0])
+    for m in range(0, fbank.shape[1], every):
+        ax.plot(freqs, fbank[:, m], lw=0.8)
+    ax.set(xlabel="frequency (Hz)", ylabel="weight", xlim=(0, params.sr / 2),
+           title=f"{fbank.shape[1]} Slaney mel bands, {params.fmin:g}-{params.fmax:g} Hz (every {every}th shown)")  # fmt: skip
+    return ax
+
+
+def patches(ax, clip: np.ndarray, starts, length: int = 101, title: str = "", color: str = "cyan"):
+    """A clip (T, F) with the patches starting at ``starts`` (frames) outlined."""
+    spectrogram(ax, clip, title=title)
+    for k, s in enumerate(starts):
+        ax.add_patch(plt.Rectangle((s - 0.5, 0.5 + 2 * (k % 2)), length, clip.shape[1] - 2 - 4 * (k % 2), fill=False, ec=color, lw=1.5))
+    return ax
+
+
+def dataset_overview(lengths_s: np.ndarray, labels: np.ndarray, clean: np.ndarray, classes: list[str], title: str = ""):
+    """Clip-length histogram and per-class counts of clean vs noisy clips; returns the Figure."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 2]})
+    a.hist(lengths_s, bins=np.logspace(np.log10(max(lengths_s.min(), 0.1)), np.log10(lengths_s.max()), 30))
+    a.set(xscale="log", xlabel="clip length (s)", ylabel="clips", title="clip lengths")
+    n = len(classes)
+    counts = [np.bincount(labels[m], minlength=n) for m in (clean, ~clean)]
+    x = np.arange(n)
+    b.bar(x, counts[1], label="noisy (web labels)", color="tab:orange")
+    b.bar(x, counts[0], bottom=counts[1], label="clean (verified)", color="tab:blue")
+    b.set_xticks(x, classes, rotation=60, ha="right", fontsize=8)
+    b.set(ylabel="clips", title="clips per class")
+    b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def system_figure():
+    """The method at a glance (the paper's system figure, redrawn): clips -> patches -> mix-back -> augment -> encoder -> head -> NT-Xent."""
+    fig, ax = plt.subplots(figsize=(12, 3.6))
+    ax.set(xlim=(0, 12), ylim=(0, 3.6))
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="black", lw=1))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
+
+    def arrow(x0, y0, x1, y1):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, lw=1))
+
+    box(0.1, 1.4, 1.4, 0.8, "log-mel clip\n(T x 96)", "#dbe9f6")
+    for row, y in enumerate((2.5, 0.3)):
+        box(1.9, y, 1.3, 0.9, f"patch {row + 1}\n101 x 96", "#dbe9f6")
+        box(3.6, y, 1.4, 0.9, "mix-back\n+ other clip\nλ ~ U(0, α)", "#fde2c4")
+        box(5.4, y, 1.5, 0.9, "augment\ncrop, compander,\nnoise", "#fde2c4")
+        box(7.3, y, 1.3, 0.9, "encoder f\nResNet-18,\nVGG or CRNN", "#d5ecd4")
+        box(9.0, y, 1.1, 0.9, "head g\nMLP + L2", "#e8dcf2")
+        arrow(1.5, 1.8, 1.9, y + 0.4)
+        for x0, x1 in ((3.2, 3.6), (5.0, 5.4), (6.9, 7.3), (8.6, 9.0)):
+            arrow(x0, y + 0.4, x1, y + 0.4)
+        arrow(10.1, y + 0.4, 10.5, 1.8)
+    box(10.5, 1.4, 1.4, 0.8, "NT-Xent\nτ = 0.2", "#f6d5d5")
+    ax.text(7.95, 1.8, "shared\nweights", ha="center", va="center", fontsize=8, style="italic")
+    ax.set_title("Contrastive pre-training of sound event representations (after Fonseca et al., ICASSP 2021)", fontsize=10)
+    return fig
