@@ -8,7 +8,7 @@ Two paths compute the same thing:
   batched over clips of different lengths, on the GPU when there is one and with several CPU
   workers reading and resampling otherwise.
 
-librosa is imported only inside :func:`extract_logmel_librosa`, so training code never needs it.
+librosa and soundfile are imported only where files are read, so training code needs neither.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
@@ -66,6 +65,8 @@ class AudioError(ValueError):
 
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read a sound file as float32 mono in [-1, 1] (stereo is averaged); return ``(samples (N,), rate in Hz)``."""
+    import soundfile as sf  # imported here: training code (and the GPU machine) needs no audio I/O
+
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
