@@ -1,0 +1,120 @@
+"""Views per second: the batched :class:`~uclser_lib.augment.ViewBuilder` vs the per-example reference chain.
+
+The reference runs as the released code did: a torch ``DataLoader`` over a per-example NumPy/PIL dataset
+(:class:`~uclser_lib.augment_reference.ReferenceViewDataset`) with 0 and N workers, batches moved to the
+device. The clips are synthetic, with FSDnoisy18k-like lengths. One "view" is one augmented
+(1, 101, 96) patch; each clip gives two.
+
+    python bench/bench_views.py --device cuda --batch-sizes 128 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from uclser_lib.augment import AugmentConfig, ViewBuilder
+from uclser_lib.augment_reference import ReferenceViewDataset
+from uclser_lib.data import PATCH_FRAMES, PackedClips
+from uclser_lib.views import epoch_batches
+
+
+def synthetic_clips(n_clips: int, seed: int = 0, n_bands: int = 96) -> list[np.ndarray]:
+    """Random log-mel clips (T_i, n_bands) float32 with log-normal lengths like FSDnoisy18k.
+
+    Lengths: median 5 s (500 frames), log-std 0.8, clipped to [101, 3001] frames (1 s to 30 s), so the
+    mean is close to FSDnoisy18k's 8.3 s. Values: a per-clip spectral tilt plus noise, around log10 ~ -3.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(np.round(np.exp(rng.normal(np.log(500), 0.8, n_clips))), PATCH_FRAMES, 3001).astype(int)
+    tilt = np.linspace(0, -2, n_bands, dtype=np.float32)
+    return [(rng.normal(-2, 0.5) + tilt + rng.normal(0, 0.7, (t, n_bands))).astype(np.float32) for t in lengths]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batched_rate(builder: ViewBuilder, n_clips: int, batch_size: int, seconds: float, device: torch.device) -> float:
+    """Views/s of the batched builder over whole batches, after one warm-up batch."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    builder(torch.arange(min(batch_size, n_clips), device=device), gen)
+    _sync(device)
+    views, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for idx in epoch_batches(n_clips, batch_size, gen, device=device):
+            builder(idx, gen)
+            views += 2 * len(idx)
+            if time.perf_counter() - start >= seconds:
+                break
+    _sync(device)
+    return views / (time.perf_counter() - start)
+
+
+def _reference_rate(dataset: ReferenceViewDataset, batch_size: int, workers: int, seconds: float, device) -> float:
+    """Views/s of the reference dataset through a DataLoader, after its first batch (worker start-up excluded)."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    views, start, epoch = 0, None, 0
+    while start is None or time.perf_counter() - start < seconds:
+        dataset.set_epoch(epoch)  # read by workers only when they restart; fine for a throughput figure
+        for v1, v2 in loader:
+            v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
+            if start is None:
+                _sync(device)
+                start = time.perf_counter()
+                continue
+            views += 2 * len(v1)
+            if time.perf_counter() - start >= seconds:
+                break
+        epoch += 1
+    _sync(device)
+    return views / (time.perf_counter() - start)
+
+
+def bench_views(
+    device="cpu",
+    batch_sizes=(128, 512),
+    n_clips: int = 2000,
+    seconds: float = 5.0,
+    workers=(0, os.cpu_count() or 1),
+    cfg: AugmentConfig | None = None,
+) -> dict[str, float]:
+    """Views/s of the batched builder and of the reference chain (per DataLoader worker count), per batch size.
+
+    Returns keys ``"batched/b{B}"``, ``"reference/w{W}/b{B}"`` and ``"speedup/w{W}/b{B}"`` (batched over
+    reference), plus ``"device"``. ``cfg`` defaults to the paper's config.
+    """
+    device = torch.device(device)
+    cfg = cfg or AugmentConfig.paper()
+    clips = synthetic_clips(n_clips)
+    packed = PackedClips.from_list(clips)
+    mean, std = float(packed.data.mean()), float(packed.data.std())
+    builder = ViewBuilder(packed.to(device), cfg, mean, std)
+    dataset = ReferenceViewDataset(clips, cfg, mean, std)
+    out: dict[str, float] = {"device": str(device)}
+    for bs in batch_sizes:
+        out[f"batched/b{bs}"] = _batched_rate(builder, n_clips, bs, seconds, device)
+        for w in workers:
+            out[f"reference/w{w}/b{bs}"] = _reference_rate(dataset, bs, w, seconds, device)
+            out[f"speedup/w{w}/b{bs}"] = out[f"batched/b{bs}"] / out[f"reference/w{w}/b{bs}"]
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--n-clips", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, os.cpu_count() or 1])
+    args = parser.parse_args()
+    print(json.dumps(bench_views(args.device, args.batch_sizes, args.n_clips, args.seconds, args.workers), indent=1))

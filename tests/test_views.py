@@ -1,0 +1,145 @@
+"""Patch sampling on packed clips (SPEC section 4, sampling half of section 5)."""
+
+import numpy as np
+import pytest
+import torch
+
+from uclser_lib.data import EVAL_HOP, PATCH_FRAMES, PackedClips
+from uclser_lib.views import (
+    epoch_batches,
+    eval_patches,
+    gather_patches,
+    other_clips,
+    random_patches,
+    random_starts,
+    two_views,
+)
+
+
+def make_packed(lengths, seed=0, n_bands=96):
+    rng = np.random.default_rng(seed)
+    return PackedClips.from_list([rng.normal(size=(t, n_bands)).astype(np.float32) for t in lengths])
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_random_starts_follow_released_randint():
+    # T = 106: randint(0, 5) -> {0, ..., 4}, never 5; T = 101 -> 0 (the clip itself)
+    starts = random_starts(torch.full((20000,), 106), gen())
+    counts = torch.bincount(starts, minlength=6).numpy()
+    assert counts[5] == 0
+    assert np.all(np.abs(counts[:5] / 20000 - 0.2) < 0.015)
+    assert torch.all(random_starts(torch.full((50,), PATCH_FRAMES), gen()) == 0)
+    lengths = torch.randint(101, 3000, (5000,), generator=gen(1))
+    starts = random_starts(lengths, gen())
+    assert torch.all(starts >= 0) and torch.all(starts <= (lengths - PATCH_FRAMES - 1).clamp_min(0))
+
+
+def test_short_clips_are_an_error():
+    with pytest.raises(ValueError, match="100 frames"):
+        random_starts(torch.tensor([200, 100]), gen())
+    packed = make_packed([150, 100, 300])
+    with pytest.raises(ValueError, match="clip 1 has 100 frames"):
+        eval_patches(packed)
+    with pytest.raises(ValueError, match="at least 101"):
+        random_patches(packed, torch.tensor([0, 1]), gen())
+
+
+def test_gather_patches_are_the_clip_slices():
+    packed = make_packed([101, 250, 400])
+    idx, starts = torch.tensor([2, 0, 1, 2]), torch.tensor([299, 0, 149, 17])
+    patches = gather_patches(packed, idx, starts)
+    assert patches.shape == (4, PATCH_FRAMES, 96)
+    for k in range(4):
+        expected = packed.clip(int(idx[k]))[int(starts[k]) : int(starts[k]) + PATCH_FRAMES]
+        assert torch.equal(patches[k], expected)
+
+
+def test_random_patches_lie_in_their_clip():
+    packed = make_packed([101, 130, 500])
+    idx = torch.tensor([0, 1, 2] * 200)
+    patches = random_patches(packed, idx, gen())
+    for k in (0, 1, 2, 598):
+        clip = packed.clip(int(idx[k]))
+        windows = clip.unfold(0, PATCH_FRAMES, 1).permute(0, 2, 1)  # every start
+        assert (windows == patches[k]).all(-1).all(-1).any()
+
+
+def test_two_views_within_clip_and_same():
+    packed = make_packed([101, 400, 2000])
+    idx = torch.tensor([0, 1, 2] * 300)
+    v1, v2 = two_views(packed, idx, gen(), "within_clip")
+    equal = (v1 == v2).flatten(1).all(1)
+    assert equal[idx == 0].all()  # a 101-frame clip gives itself twice
+    assert equal[idx == 1].float().mean() < 0.05  # independent starts: equal with prob 1/299
+    s1, s2 = two_views(packed, idx, gen(), "same")
+    assert torch.equal(s1, s2) and s1.data_ptr() != s2.data_ptr()
+    with pytest.raises(ValueError, match="positives"):
+        two_views(packed, idx, gen(), "across_clips")
+
+
+def test_other_clips_exclude_foreground_and_are_distinct_and_uniform():
+    n = 7
+    idx = torch.randint(0, n, (30000,), generator=gen(3))
+    back = other_clips(idx, n, gen())
+    assert back.shape == (30000, 2)
+    assert torch.all(back != idx[:, None]) and torch.all(back[:, 0] != back[:, 1])
+    assert back.min() >= 0 and back.max() < n
+    # given foreground 0: each column uniform over the 6 others
+    for col in (0, 1):
+        counts = torch.bincount(back[idx == 0, col], minlength=n)[1:].float()
+        assert torch.all((counts / counts.sum() - 1 / 6).abs() < 0.02)
+    # given foreground 0 and first background 1: second uniform over {2..6}
+    sel = (idx == 0) & (back[:, 0] == 1)
+    counts = torch.bincount(back[sel, 1], minlength=n)[2:].float()
+    assert torch.all((counts / counts.sum() - 0.2).abs() < 0.05)
+    with pytest.raises(ValueError, match="at least 3 clips"):
+        other_clips(torch.tensor([0, 1]), 2, gen())
+
+
+def test_eval_patches_match_released_slicing():
+    lengths = [101, 150, 151, 201, 1000, 337]
+    packed = make_packed(lengths)
+    patches, clip_index = eval_patches(packed)
+    expected, expected_idx = [], []
+    for c, t in enumerate(lengths):  # released fetch_file_2_tensor
+        start = 0
+        while start + PATCH_FRAMES <= t:
+            expected.append(packed.clip(c)[start : start + PATCH_FRAMES])
+            expected_idx.append(c)
+            start += EVAL_HOP
+    assert torch.equal(clip_index, torch.tensor(expected_idx))
+    assert torch.equal(patches, torch.stack(expected))
+
+
+def test_epoch_batches_permute_all_clips():
+    batches = epoch_batches(1000, 128, gen(5))
+    assert [len(b) for b in batches] == [128] * 7 + [104]
+    order = torch.cat(batches)
+    assert torch.equal(order.sort().values, torch.arange(1000))
+    assert not torch.equal(order, torch.arange(1000))
+    assert all(torch.equal(a, b) for a, b in zip(batches, epoch_batches(1000, 128, gen(5))))
+    assert [len(b) for b in epoch_batches(1000, 128, gen(5), drop_last=True)] == [128] * 7
+    with pytest.raises(ValueError, match="batch_size"):
+        epoch_batches(10, 0, gen())
+
+
+def test_sampling_is_reproducible_and_seed_dependent():
+    packed = make_packed([300, 800, 1200, 5000])
+    idx = torch.arange(4).repeat(10)
+    a = two_views(packed, idx, gen(11))
+    b = two_views(packed, idx, gen(11))
+    c = two_views(packed, idx, gen(12))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_sampling_equals_cpu_with_a_cpu_generator():
+    packed = make_packed([300, 800, 1200, 5000])
+    idx = torch.arange(4).repeat(10)
+    cpu = two_views(packed, idx, gen(11))
+    cuda = two_views(packed.to("cuda"), idx.cuda(), gen(11))
+    assert torch.equal(cpu[0], cuda[0].cpu()) and torch.equal(cpu[1], cuda[1].cpu())
