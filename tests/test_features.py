@@ -123,5 +123,13 @@ def test_logmel_module_rejects_too_short_waves():
         LogMel()(torch.zeros(1, 1000), torch.tensor([1000]))
 
 
+def test_stft_power_then_mel_is_the_logmel(clips):
+    from uclser_lib.features import load_audio, stft_power
+
+    w = prepare_waveform(*load_audio(clips["long"]))
+    mel = stft_power(w) @ LogMel().fbank
+    np.testing.assert_allclose(torch.log10(mel + DEFAULT_PARAMS.eps).numpy(), logmel_from_waveforms([w])[0], atol=1e-4)
+
+
 def test_params_record_frames():
     assert DEFAULT_PARAMS.n_frames(22050) == 101 and DEFAULT_PARAMS.n_frames(100) == 101

@@ -154,6 +154,14 @@ class LogMel(torch.nn.Module):
         return torch.log10(mel + p.eps)
 
 
+def stft_power(wave: torch.Tensor, params: LogMelParams = DEFAULT_PARAMS) -> torch.Tensor:
+    """Power spectrogram |X|^2 of one prepared waveform (N,): (T, n_fft // 2 + 1), time first (step 4 of SPEC section 3)."""
+    window = torch.hamming_window(params.win_length, periodic=True, device=wave.device)
+    spec = torch.stft(wave + params.eps, params.n_fft, params.hop_length, params.win_length, window,
+                      center=True, pad_mode="reflect", return_complex=True)  # fmt: skip
+    return spec.abs().square().T
+
+
 def logmel_from_waveforms(
     waves: Sequence[torch.Tensor], params: LogMelParams = DEFAULT_PARAMS, device=None, module: LogMel | None = None
 ) -> list[np.ndarray]:
