@@ -5,7 +5,7 @@ The reference runs as the released code did: a torch ``DataLoader`` over a per-e
 device. The clips are synthetic, with FSDnoisy18k-like lengths. One "view" is one augmented
 (1, 101, 96) patch; each clip gives two.
 
-    python bench/bench_views.py --device cuda --batch-sizes 128 512
+    PYTHONPATH=. python bench/bench_views.py --device cuda --batch-sizes 128 512
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _reference_rate(dataset: ReferenceViewDataset, batch_size: int, workers: int
     )
     views, start, epoch = 0, None, 0
     while start is None or time.perf_counter() - start < seconds:
-        dataset.set_epoch(epoch)  # read by workers only when they restart; fine for a throughput figure
+        dataset.set_epoch(epoch)  # persistent workers keep their copy's epoch: same cost, so fine for a rate
         for v1, v2 in loader:
             v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
             if start is None:
@@ -87,20 +87,30 @@ def bench_views(
     seconds: float = 5.0,
     workers=(0, os.cpu_count() or 1),
     cfg: AugmentConfig | None = None,
+    threads: int | None = None,
 ) -> dict[str, float]:
     """Views/s of the batched builder and of the reference chain (per DataLoader worker count), per batch size.
 
     Returns keys ``"batched/b{B}"``, ``"reference/w{W}/b{B}"`` and ``"speedup/w{W}/b{B}"`` (batched over
-    reference), plus ``"device"``. ``cfg`` defaults to the paper's config.
+    reference), plus ``"device"`` and ``"threads"``. ``cfg`` defaults to the paper's config. ``threads``
+    sets torch's intra-op CPU threads for the run (on a busy machine 1 can beat the default by far).
     """
-    device = torch.device(device)
-    cfg = cfg or AugmentConfig.paper()
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _bench(torch.device(device), batch_sizes, n_clips, seconds, workers, cfg or AugmentConfig.paper())
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _bench(device, batch_sizes, n_clips, seconds, workers, cfg) -> dict[str, float]:
     clips = synthetic_clips(n_clips)
     packed = PackedClips.from_list(clips)
     mean, std = float(packed.data.mean()), float(packed.data.std())
     builder = ViewBuilder(packed.to(device), cfg, mean, std)
     dataset = ReferenceViewDataset(clips, cfg, mean, std)
-    out: dict[str, float] = {"device": str(device)}
+    out: dict[str, float] = {"device": str(device), "threads": torch.get_num_threads()}
     for bs in batch_sizes:
         out[f"batched/b{bs}"] = _batched_rate(builder, n_clips, bs, seconds, device)
         for w in workers:
@@ -116,5 +126,7 @@ if __name__ == "__main__":
     parser.add_argument("--n-clips", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, os.cpu_count() or 1])
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads (default: torch's)")
     args = parser.parse_args()
-    print(json.dumps(bench_views(args.device, args.batch_sizes, args.n_clips, args.seconds, args.workers), indent=1))
+    result = bench_views(args.device, args.batch_sizes, args.n_clips, args.seconds, args.workers, threads=args.threads)
+    print(json.dumps(result, indent=1))

@@ -165,15 +165,12 @@ def _lerp_axis(x: torch.Tensor, start: torch.Tensor, size: torch.Tensor, dim: in
     frac = src - i0
     i0 = i0.long()
     i1 = torch.minimum(i0 + 1, start[:, None] + size[:, None] - 1)
-    if dim == 1:
-        i0, i1, frac = i0[:, :, None], i1[:, :, None], frac[:, :, None]
-    else:
-        i0, i1, frac = i0[:, None, :], i1[:, None, :], frac[:, None, :]
-    shape = list(x.shape)
-    shape[dim] = n
-    lo = torch.gather(x, dim, i0.expand(shape))
-    hi = torch.gather(x, dim, i1.expand(shape))
-    return torch.lerp(lo, hi, frac.expand(shape))
+    if dim == 1:  # whole rows: plain indexing copies them
+        b = torch.arange(len(x), device=x.device)[:, None]
+        return torch.lerp(x[b, i0], x[b, i1], frac[:, :, None])
+    lo = torch.gather(x, 2, i0[:, None, :].expand_as(x))
+    hi = torch.gather(x, 2, i1[:, None, :].expand_as(x))
+    return torch.lerp(lo, hi, frac[:, None, :])
 
 
 class RandomResizedCrop(BatchAugment):
@@ -564,7 +561,7 @@ class ViewBuilder:
         else:
             if background_clips is None:
                 background_clips = other_clips(clip_idx, len(self.packed), generator)
-            clips = background_clips.T.reshape(-1)
+            clips = background_clips.to(self.device).T.reshape(-1)
         starts = random_starts(self.packed.lengths[clips], generator, check=False)
         return gather_patches(self.packed, clips, starts), lam
 
