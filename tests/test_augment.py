@@ -285,6 +285,8 @@ def test_paper_config_and_released_yaml_and_order():
     }  # fmt: skip
     learn = {"CL_pos_mix": "mix_out_clip", "CL_pos_mix_alpha": 0.05, "CL_positives": "within_clip"}
     assert AugmentConfig.from_released(da, learn) == AugmentConfig.paper()
+    as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(AugmentConfig.paper()).items()}
+    assert AugmentConfig(**as_json) == AugmentConfig.paper()
     assert list(build_augment(AugmentConfig.paper(), 0.0, 1.0).steps) == ["random_crop", "compander", "gauss_noise", "normalise"]
     assert list(build_augment(ALL_ON, 0.0, 1.0).steps) == [
         "time_shift", "freq_shift", "random_crop", "time_reversal", "compander", "spec_augment", "gauss_noise", "blur", "normalise"

@@ -446,6 +446,7 @@ class AugmentConfig:
     normalise: bool = True
 
     def __post_init__(self) -> None:
+        self.crop_scale, self.crop_ratio = tuple(self.crop_scale), tuple(self.crop_ratio)  # lists from YAML / JSON
         if self.positives not in POSITIVES:
             raise ValueError(f"AugmentConfig.positives must be one of {POSITIVES}, got {self.positives!r}")
         if self.mix not in MIX_MODES:
