@@ -1,0 +1,114 @@
+"""Benchmark suite: ``python -m bench [--quick] [--out DIR] [--device cuda|cpu]``.
+
+Measures side by side, in one run, on the device present: view building (batched on the device vs the
+per-example chain), one pre-training step (network alone vs full pipeline; fp32 vs bf16 + channels_last),
+and the kNN monitor (vectorised vs a per-clip loop). Writes ``results-<device>.json`` and a Markdown
+table ``results-<device>.md`` to ``--out`` (default ``$OUT`` when set, else ``bench/out``), to be copied
+into ``bench/RESULTS.md`` with the machine, command and date it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from uclser_lib.runtime import pick_device
+
+from .pipeline import bench_knn, bench_train_step
+from .synthetic import FSD_SIZES
+
+
+def machine(device: torch.device) -> dict:
+    info = {"python": sys.version.split()[0], "torch": torch.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def markdown(res: dict) -> str:
+    lines = [f"### {res['date']} — {res['machine'].get('gpu', 'CPU')} ({res['machine']['cpus']} CPUs), torch {res['machine']['torch']}",
+             f"Command: `{res['command']}`", ""]  # fmt: skip
+    if res.get("views"):
+        lines += ["| view building | batch | batched views/s | per-example views/s (workers) | ratio |", "|---|---|---|---|---|"]
+        for r in res["views"]:
+            base = max(r["reference"].items(), key=lambda kv: kv[1])
+            lines.append(f"| paper chain | {r['batch']} | {r['batched']:.0f} | {base[1]:.0f} ({base[0]}) | {r['batched'] / base[1]:.1f}x |")
+        lines.append("")
+    lines += ["| step | arch | batch | precision | network clips/s | pipeline clips/s | pipeline/network | views % of step |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in res["train_step"]:
+        prec = ("bf16" if r["bf16"] else "fp32") + (" + CL" if r["channels_last"] else "") + (" + compile" if r["compile"] else "")
+        lines.append(f"| SimCLR | {r['arch']} | {r['batch']} | {prec} | {r['network_clips_s']:.0f} | {r['pipeline_clips_s']:.0f} "
+                     f"| {100 * r['pipeline_over_network']:.0f}% | {100 * r['views_fraction_of_step']:.1f}% |")  # fmt: skip
+    k = res["knn"]
+    lines += ["", f"kNN monitor (k={k['k']}): val {k['sets']['val']['patches']} + test {k['sets']['test']['patches']} patches "
+              f"in {k['val_plus_test_seconds']:.2f} s"]  # fmt: skip
+    if "loop_vs_vectorised" in k:
+        b = k["loop_vs_vectorised"]
+        lines.append(f"; per-clip loop on {b['clips']} clips: {b['loop_s']:.2f} s vs {b['vectorised_s']:.3f} s vectorised ({b['speedup']:.0f}x)")
+    if res.get("schedule_estimate_min") is not None:
+        lines += ["", f"Paper schedule estimate (500 epochs x {FSD_SIZES['pretrain']} clips at the batch-128 pipeline rate, "
+                  f"kNN every 10 epochs): {res['schedule_estimate_min']:.1f} min"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test (< 2 min on 2 CPU cores); its timings mean little")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=os.environ.get("OUT") or "bench/out")
+    p.add_argument("--sections", default="views,train,knn")
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = set(args.sections.split(","))
+    res = {"date": time.strftime("%Y-%m-%d"), "command": "python -m bench " + " ".join(argv or sys.argv[1:]),
+           "machine": machine(device), "device": str(device)}  # fmt: skip
+    quick = args.quick
+    n_clips = 300 if quick else FSD_SIZES["pretrain"]
+    steps = dict(warmup=1, steps=2) if quick else dict(warmup=10, steps=30)
+
+    if "views" in sections:
+        from .bench_views import bench_views
+
+        res["views"] = bench_views(device, batch_sizes=(16,) if quick else (128, 512), quick=quick)
+        print(json.dumps(res["views"], indent=1), flush=True)
+    res["train_step"] = []
+    if "train" in sections:
+        if quick:
+            grid = [("vgglike", 16, True, False)]
+        else:
+            grid = [(a, b, True, False) for a in ("resnet18", "vgglike", "crnn") for b in (128, 512)]
+            grid += [("resnet18", 128, False, False), ("resnet18", 512, False, False)]
+            if device.type == "cuda":
+                grid += [("resnet18", 128, True, True), ("resnet18", 512, True, True)]
+        for arch, batch, bf16, comp in grid:
+            r = bench_train_step(device, arch, batch, bf16=bf16, channels_last=bf16, compile=comp, n_clips=n_clips, **steps)
+            res["train_step"].append(r)
+            print(json.dumps(r), flush=True)
+    if "knn" in sections:
+        sizes = (60, 40) if quick else (FSD_SIZES["val"], FSD_SIZES["test"])
+        res["knn"] = bench_knn(device, k=20 if quick else 200, sizes=sizes, baseline_clips=20 if quick else 300)
+        print(json.dumps(res["knn"]), flush=True)
+    base = next((r for r in res["train_step"] if r["arch"] == "resnet18" and r["batch"] == 128 and r["bf16"] and not r["compile"]), None)
+    if base and "knn" in res:
+        epoch_s = FSD_SIZES["pretrain"] / base["pipeline_clips_s"]
+        res["schedule_estimate_min"] = (500 * epoch_s + 50 * res["knn"]["val_plus_test_seconds"]) / 60
+    tag = "cuda" if device.type == "cuda" else "cpu"
+    (out / f"results-{tag}.json").write_text(json.dumps(res, indent=1))
+    if "knn" in res:
+        (out / f"results-{tag}.md").write_text(markdown(res))
+        print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

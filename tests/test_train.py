@@ -1,0 +1,85 @@
+"""Pre-training loop: it learns, checkpoints every epoch, resumes to the same result, stops on bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from uclser_lib.augment import AugmentConfig
+from uclser_lib.data import FeatureSet, PackedClips
+from uclser_lib.features import DEFAULT_PARAMS
+from uclser_lib.train import PretrainConfig, TrainingDiverged, load_checkpoint, pretrain
+
+
+def synthetic_set(n=12, n_classes=4, seed=0) -> FeatureSet:
+    """Clips whose class sets a band pattern, so a contrastive encoder can pick it up."""
+    rng = np.random.default_rng(seed)
+    clips, labels = [], []
+    for i in range(n):
+        c = i % n_classes
+        x = rng.normal(-3, 0.5, (int(rng.integers(101, 260)), 96)).astype(np.float32)
+        x[:, 10 + 20 * c : 20 + 20 * c] += 2.0
+        clips.append(x)
+        labels.append(c)
+    packed = PackedClips.from_list(clips, labels)
+    return FeatureSet(packed, [f"{i}.wav" for i in range(n)], np.zeros(n, bool), np.zeros(n, bool),
+                      [f"c{c}" for c in range(n_classes)], DEFAULT_PARAMS)  # fmt: skip
+
+
+def tiny_config(**kw) -> PretrainConfig:
+    base = dict(arch="resnet18", epochs=3, batch_size=6, lr=0.03, milestones=[2], knn_every=1, knn_k=5, proj_dim=32, seed=1)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+def test_resume_continues_to_the_same_result(tmp_path):
+    train, val = synthetic_set(), synthetic_set(8, seed=1)
+    full_model, full_hist = pretrain(tiny_config(), train, {"val": val}, run_dir=tmp_path / "full", progress=False, device="cpu")
+    # a run cut after 2 epochs, then resumed (extended) to 3
+    pretrain(tiny_config(epochs=2), train, {"val": val}, run_dir=tmp_path / "cut", progress=False, device="cpu")
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    resumed_model, resumed_hist = pretrain(tiny_config(), train, {"val": val}, run_dir=tmp_path / "cut", resume=True, progress=False, device="cpu")
+    assert [h["epoch"] for h in resumed_hist] == [1, 2, 3]
+    assert resumed_hist[-1]["loss"] == pytest.approx(full_hist[-1]["loss"], abs=1e-6)
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert (tmp_path / "full" / "metrics.csv").read_text().splitlines()[0].startswith("epoch,loss,lr")
+    assert "val_knn_balanced" in full_hist[-1] and full_hist[-1]["lr"] == pytest.approx(0.003)
+
+
+def test_loss_goes_down():
+    train = synthetic_set(16)
+    _, hist = pretrain(tiny_config(epochs=4, batch_size=8, milestones=[100], knn_every=0), train, progress=False, device="cpu")
+    assert hist[-1]["loss"] < hist[0]["loss"]
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    train = synthetic_set()
+    pretrain(tiny_config(epochs=1), train, run_dir=tmp_path, progress=False, device="cpu")
+    with pytest.raises(ValueError, match="another config.*lr"):
+        pretrain(tiny_config(epochs=2, lr=0.1), train, run_dir=tmp_path, resume=True, progress=False, device="cpu")
+
+
+def test_bad_input(tmp_path):
+    train = synthetic_set(6)
+    with pytest.raises(ValueError, match="larger than the training set"):
+        pretrain(tiny_config(batch_size=8), train, progress=False, device="cpu")
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        tiny_config(batch_size=1)
+    (tmp_path / "checkpoint.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        pretrain(tiny_config(), synthetic_set(), run_dir=tmp_path, resume=True, progress=False, device="cpu")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import uclser_lib.train as T
+
+    train = synthetic_set()
+    bad = train.subset(np.arange(len(train)))
+    bad.clips.data[5, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):  # bad features are caught before training
+        pretrain(tiny_config(epochs=1), bad, progress=False, device="cpu")
+    pretrain(tiny_config(epochs=1), train, run_dir=tmp_path, progress=False, device="cpu")
+    monkeypatch.setattr(T, "nt_xent", lambda z1, z2, t: (z1.sum() + z2.sum()) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="loss is nan.*last good checkpoint.*epoch 1"):
+        pretrain(tiny_config(epochs=2), train, run_dir=tmp_path, resume=True, progress=False, device="cpu")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1

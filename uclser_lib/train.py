@@ -1,0 +1,236 @@
+"""Contrastive pre-training (SimCLR with mix-back, SPEC sections 5-9): the loop, checkpoints and resume.
+
+:func:`pretrain` trains an encoder + projection head with NT-Xent on views built on the device by
+:class:`~uclser_lib.augment.ViewBuilder`; bf16 autocast and channels_last on CUDA, optional
+``torch.compile``; SGD with a multistep schedule; a kNN monitor on val and test every ``knn_every``
+epochs. Every epoch ends with an atomic checkpoint (model, optimiser, scheduler, config, metrics), and
+``resume=True`` continues an interrupted run to the same result as an uninterrupted one: each epoch's
+random draws come from a generator seeded by (seed, epoch), so they do not depend on where a run started.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .augment import AugmentConfig, ViewBuilder
+from .data import FeatureSet
+from .evaluate import knn_monitor
+from .losses import nt_xent
+from .models import ContrastiveModel, ProjectionHead, build_encoder
+from .runtime import PAPER_SEED, pick_device, seed_everything
+from .views import eval_patches
+
+
+@dataclass
+class PretrainConfig:
+    """Pre-training settings; the defaults are the paper's ResNet-18 recipe (SPEC section 9)."""
+
+    arch: str = "resnet18"
+    epochs: int = 500
+    batch_size: int = 128
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: list[int] = field(default_factory=lambda: [325, 425])
+    gamma: float = 0.1
+    temperature: float = 0.2
+    proj_hidden: int = 512
+    proj_dim: int = 512
+    seed: int = PAPER_SEED
+    knn_every: int = 10  # epochs between kNN evaluations (0: never)
+    knn_k: int = 200
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    channels_last: bool = True
+    compile: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig.paper)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"epochs must be >= 1 and batch_size >= 2 (NT-Xent needs negatives), got {self.epochs}, {self.batch_size}")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ValueError(f"lr and temperature must be > 0, got {self.lr}, {self.temperature}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["augment"].items()}
+        return d
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def feature_stats(packed) -> tuple[float, float]:
+    """Mean and standard deviation over every value of the training features (the correct std, not SPEC 12's)."""
+    x = packed.data.double()
+    return float(x.mean()), float(x.std(unbiased=False))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_metrics(history: list[dict], run_dir: Path) -> None:
+    """``metrics.json`` and ``metrics.csv`` (one row per epoch) in ``run_dir``, both written atomically."""
+    _atomic_text(json.dumps(history, indent=1), run_dir / "metrics.json")
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    lines = [",".join(keys)] + [",".join("" if row.get(k) is None else str(row.get(k)) for k in keys) for row in history]
+    _atomic_text("\n".join(lines) + "\n", run_dir / "metrics.csv")
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A training checkpoint, loaded safely (``weights_only=True``); a clear error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint there")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt?): {err}") from None
+
+
+@torch.no_grad()
+def embed_eval_patches(fn, packed, mean: float, std: float, device, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn`` (e.g. a model in eval mode) on every evaluation patch (hop 50) of ``packed``, normalised with ``mean`` / ``std``.
+
+    Returns the outputs (P, D) float32 and the clip index of each patch (P,), both on ``device``.
+    """
+    was_training = getattr(fn, "training", False)
+    if was_training:
+        fn.eval()
+    patches, clip_index = eval_patches(packed.to(device))
+    outs = [fn(((p - mean) / std)[:, None]).float() for p in patches.split(batch_size)]
+    if was_training:
+        fn.train()
+    return torch.cat(outs), clip_index
+
+
+def knn_evaluate(model: ContrastiveModel, sets: dict[str, FeatureSet], mean: float, std: float, k: int, device) -> dict[str, float]:
+    """kNN monitor (SPEC section 10) on each set: ``{"<name>_knn_top1": ..., "<name>_knn_balanced": ...}`` in percent."""
+    out = {}
+    for name, fs in sets.items():
+        emb, clip_index = embed_eval_patches(model, fs.clips, mean, std, device)
+        labels = fs.clips.labels.to(emb.device)[clip_index]
+        res = knn_monitor(emb, labels, clip_index, k=min(k, len(emb) - 1), n_classes=len(fs.classes))
+        out[f"{name}_knn_top1"] = round(float(res["top1"]), 3)
+        out[f"{name}_knn_balanced"] = round(float(res["balanced"]), 3)
+    return out
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    train: FeatureSet,
+    monitor: dict[str, FeatureSet] | None = None,
+    run_dir=None,
+    resume: bool = False,
+    device=None,
+    progress: bool = True,
+) -> tuple[ContrastiveModel, list[dict]]:
+    """Pre-train an encoder on ``train`` (labels unused); return the model and the per-epoch metrics.
+
+    ``monitor``: sets for the kNN monitor (e.g. ``{"val": ..., "test": ...}``). ``run_dir``: where the
+    checkpoint (``checkpoint.pt``) and metrics go; with ``resume`` an existing checkpoint there is
+    continued (its config must equal ``cfg``).
+    """
+    device = pick_device(device)
+    if len(train) < 3:
+        raise ValueError(f"pre-training needs at least 3 clips (a foreground and two backgrounds), got {len(train)}")
+    if cfg.batch_size > len(train):
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train)} clips)")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    mean, std = feature_stats(train.clips)
+    packed = train.clips.to(device)
+    views = ViewBuilder(packed, cfg.augment, mean, std)
+
+    seed_everything(cfg.seed)  # the initial weights
+    encoder = build_encoder(cfg.arch, n_classes=len(train.classes))
+    model = ContrastiveModel(encoder, ProjectionHead(encoder.embedding_dim, cfg.proj_hidden, cfg.proj_dim)).to(device)
+    use_cl = cfg.channels_last and device.type == "cuda"
+    if use_cl:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        diff = sorted(k for k, v in cfg.to_dict().items() if k != "epochs" and ckpt["config"].get(k) != v)
+        if diff:  # more epochs may be asked for: the run is extended
+            raise ValueError(f"{ckpt_path}: was made with another config (differs in {diff}); use another run_dir")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        history, start_epoch = ckpt["history"], ckpt["epoch"]
+
+    step_model = torch.compile(model) if cfg.compile else model
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    n_batches = len(train) // cfg.batch_size  # drop_last: NT-Xent batches of equal size
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(len(train), generator=gen, device=device)[: n_batches * cfg.batch_size]
+        total = torch.zeros((), device=device)
+        t0 = time.perf_counter()
+        bar = tqdm(perm.view(n_batches, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        for i, idx in enumerate(bar):
+            v1, v2 = views(idx, gen)
+            x = torch.cat([v1, v2])
+            if use_cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                z = step_model(x)
+            loss = nt_xent(z[: len(idx)], z[len(idx) :], cfg.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+            if progress and (i % 10 == 0 or i == n_batches - 1):
+                bar.set_postfix(loss=f"{float(loss):.3f}", clips_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
+        scheduler.step()
+        epoch_loss = float(total) / n_batches
+        seconds = time.perf_counter() - t0
+        if not math.isfinite(epoch_loss):
+            raise TrainingDiverged(
+                f"epoch {epoch + 1}: the loss is {epoch_loss}; stopped"
+                + (f", the last good checkpoint ({ckpt_path}, epoch {epoch}) is kept" if ckpt_path and epoch else "")
+            )
+        row = {"epoch": epoch + 1, "loss": round(epoch_loss, 6), "lr": optimizer.param_groups[0]["lr"],
+               "clips_per_s": round(n_batches * cfg.batch_size / seconds, 1), "seconds": round(seconds, 3)}  # fmt: skip
+        if monitor and cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
+            row.update(knn_evaluate(model, monitor, mean, std, cfg.knn_k, device))
+        history.append(row)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v}" for k, v in row.items()))
+        if run_dir is not None:
+            _atomic_save(
+                {"epoch": epoch + 1, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "history": history, "mean": mean, "std": std,
+                 "classes": train.classes},  # fmt: skip
+                ckpt_path,
+            )
+            write_metrics(history, run_dir)
+    model.eval()
+    return model, history
