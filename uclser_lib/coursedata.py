@@ -10,13 +10,15 @@ FSDnoisy18k is, so one loading code path serves both::
     root/FSDnoisy18k.audio_test/<id>.wav
     root/FSDnoisy18k.meta/train.csv              fname,label,aso_id,manually_verified,noisy_small
     root/FSDnoisy18k.meta/test.csv               fname,label,aso_id
-    root/FSDnoisy18k.meta/course_truth.csv       fname,true_label,label_state   (course only)
+    root/FSDnoisy18k.meta/course_truth.csv       fname,true_label,label_state   (course only; every clip)
     root/FSDnoisy18k.meta/course_manifest.json   preset, seed, rates, library version
 
 Label noise of the noisy subset: a share ``wrong_rate`` of its labels name another class than
 the one that sounds, and a share ``incomplete_rate`` name the class that sounds while another
 class's event is mixed in. Both draw the other class mostly among the label's confusable
-neighbours (:data:`CONFUSABLE_PAIRS`), as web labels do.
+neighbours (:data:`CONFUSABLE_PAIRS`), as web labels do. :func:`plan_dataset` gives every clip's
+truth without audio (including the mixed-in class of incomplete labels); :func:`synthesize` one
+clean event of a class, to listen to a recipe.
 
 The audio of clip ``i`` depends only on ``(seed, i)`` (and its row of the plan), so an
 interrupted :func:`generate` resumes to byte-identical files.
