@@ -2,7 +2,7 @@
 
 The reference runs as the released code did: a torch ``DataLoader`` over a per-example NumPy/PIL dataset
 (:class:`~uclser_lib.augment_reference.ReferenceViewDataset`) with 0 and N workers, batches moved to the
-device. The clips are synthetic, with FSDnoisy18k-like lengths. One "view" is one augmented
+device. The clips are synthetic, with FSDnoisy18k's length distribution (:mod:`bench.synthetic`). One "view" is one augmented
 (1, 101, 96) patch; each clip gives two.
 
     PYTHONPATH=. python bench/bench_views.py --device cuda --batch-sizes 128 512
@@ -15,25 +15,16 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 
 from uclser_lib.augment import AugmentConfig, ViewBuilder
 from uclser_lib.augment_reference import ReferenceViewDataset
-from uclser_lib.data import PATCH_FRAMES, PackedClips
 from uclser_lib.views import epoch_batches
 
-
-def synthetic_clips(n_clips: int, seed: int = 0, n_bands: int = 96) -> list[np.ndarray]:
-    """Random log-mel clips (T_i, n_bands) float32 with log-normal lengths like FSDnoisy18k.
-
-    Lengths: median 5 s (500 frames), log-std 0.8, clipped to [101, 3001] frames (1 s to 30 s), so the
-    mean is close to FSDnoisy18k's 8.3 s. Values: a per-clip spectral tilt plus noise, around log10 ~ -3.
-    """
-    rng = np.random.default_rng(seed)
-    lengths = np.clip(np.round(np.exp(rng.normal(np.log(500), 0.8, n_clips))), PATCH_FRAMES, 3001).astype(int)
-    tilt = np.linspace(0, -2, n_bands, dtype=np.float32)
-    return [(rng.normal(-2, 0.5) + tilt + rng.normal(0, 0.7, (t, n_bands))).astype(np.float32) for t in lengths]
+try:
+    from .synthetic import fsd_sized_clips
+except ImportError:  # run as a script: python bench/bench_views.py
+    from synthetic import fsd_sized_clips
 
 
 def _sync(device: torch.device) -> None:
@@ -105,8 +96,8 @@ def bench_views(
 
 
 def _bench(device, batch_sizes, n_clips, seconds, workers, cfg) -> dict[str, float]:
-    clips = synthetic_clips(n_clips)
-    packed = PackedClips.from_list(clips)
+    packed = fsd_sized_clips(n_clips)
+    clips = [packed.clip(i).numpy() for i in range(n_clips)]
     mean, std = float(packed.data.mean()), float(packed.data.std())
     builder = ViewBuilder(packed.to(device), cfg, mean, std)
     dataset = ReferenceViewDataset(clips, cfg, mean, std)

@@ -118,3 +118,24 @@ def bench_knn(device, k: int = 200, sizes=(FSD_SIZES["val"], FSD_SIZES["test"]),
                                          "vectorised_s": t_vec, "speedup": t_loop / t_vec}  # fmt: skip
     out["val_plus_test_seconds"] = total
     return out
+
+
+def bench_epochs(device, epochs: int = 2, arch: str = "resnet18", batch_size: int = 128, sizes: dict | None = None) -> dict:
+    """The real loop, :func:`uclser_lib.train.pretrain`, on FSDnoisy18k-sized sets: clips/s per epoch and kNN seconds."""
+    import numpy as np
+
+    from uclser_lib.data import CLASSES, FeatureSet
+    from uclser_lib.features import DEFAULT_PARAMS
+    from uclser_lib.train import PretrainConfig, pretrain
+
+    def feature_set(n, seed):
+        packed = fsd_sized_clips(n, seed=seed, device="cpu")
+        return FeatureSet(packed, [f"{i}.wav" for i in range(n)], np.zeros(n, bool), np.zeros(n, bool), CLASSES, DEFAULT_PARAMS)
+
+    sets = {name: feature_set(n, seed) for seed, (name, n) in enumerate((sizes or FSD_SIZES).items())}
+    cfg = PretrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, knn_every=1)
+    t0 = time.perf_counter()
+    _, history = pretrain(cfg, sets["pretrain"], {"val": sets["val"], "test": sets["test"]}, device=device, progress=False)
+    total = time.perf_counter() - t0
+    return {"arch": arch, "batch": batch_size, "epochs": history, "wall_s": total,
+            "knn_s_per_eval": (total - sum(h["seconds"] for h in history)) / epochs}  # fmt: skip
