@@ -44,6 +44,7 @@ from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 from tqdm.auto import tqdm
 
 from . import __version__
+from .data import CLASSES
 from .runtime import PAPER_SEED
 
 #: Sample rate of every clip, Hz (FSDnoisy18k's).
@@ -74,8 +75,8 @@ ASO_IDS: dict[str, str] = {
     "Writing": "/m/081rb",
 }
 
-#: The label strings, sorted: class index = position in this list (SPEC section 2).
-CLASSES: list[str] = sorted(ASO_IDS)
+if sorted(ASO_IDS) != CLASSES:
+    raise ImportError("coursedata.ASO_IDS must name exactly FSDnoisy18k's 20 classes (uclser_lib.data.CLASSES)")
 
 #: Pairs of classes that sound alike (shared recipe family or overlapping spectra). Label noise
 #: goes mostly to these neighbours; every class has at least one.

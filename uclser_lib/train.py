@@ -131,7 +131,8 @@ def knn_evaluate(model: ContrastiveModel, sets: dict[str, FeatureSet], mean: flo
     for name, fs in sets.items():
         emb, clip_index = embed_eval_patches(model, fs.clips, mean, std, device)
         labels = fs.clips.labels.to(emb.device)[clip_index]
-        res = knn_monitor(emb, labels, clip_index, k=min(k, len(emb) - 1), n_classes=len(fs.classes))
+        fewest_outside = len(emb) - int(torch.bincount(clip_index).max())  # small sets cap k
+        res = knn_monitor(emb, labels, clip_index, k=min(k, fewest_outside), n_classes=len(fs.classes))
         out[f"{name}_knn_top1"] = round(float(res["top1"]), 3)
         out[f"{name}_knn_balanced"] = round(float(res["balanced"]), 3)
     return out
