@@ -107,3 +107,35 @@ def system_figure():
     ax.text(7.95, 1.8, "shared\nweights", ha="center", va="center", fontsize=8, style="italic")
     ax.set_title("Contrastive pre-training of sound event representations (after Fonseca et al., ICASSP 2021)", fontsize=10)
     return fig
+
+
+def augmentation_gallery(panels, ncols: int = 6, vmin=None, vmax=None):
+    """Spectrogram panels on one colour scale, each above its change from a "before" patch; returns the Figure.
+
+    ``panels``: (title, patch (T, F), before (T, F) or None) triples. Below each patch, patch - before on
+    a symmetric red-blue scale of its own (its range in the title); nothing when before is None.
+    ``vmin`` / ``vmax`` default to the extremes over all patches.
+    """
+    nrows = -(-len(panels) // ncols)
+    fig = plt.figure(figsize=(2.5 * ncols + 1, 3.5 * nrows), layout="constrained")
+    axes = fig.subplots(2 * nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": [1, 0.6] * nrows})
+    vmin = min(float(p.min()) for _, p, _ in panels) if vmin is None else vmin
+    vmax = max(float(p.max()) for _, p, _ in panels) if vmax is None else vmax
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, (title, patch, before) in enumerate(panels):
+        top, bottom = axes[2 * (k // ncols), k % ncols], axes[2 * (k // ncols) + 1, k % ncols]
+        top.axis("on")
+        spectrogram(top, patch, title=title, vmin=vmin, vmax=vmax, ylabel="mel band" if k % ncols == 0 else "")
+        top.set_xlabel("")
+        top.title.set_fontsize(9)
+        if before is None:
+            continue
+        bottom.axis("on")
+        change = patch - before
+        lim = max(float(np.abs(change).max()), 1e-6)
+        bottom.imshow(change.T, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        bottom.set_title(f"change (±{lim:.2g})", fontsize=8)
+        bottom.set(xlabel="frame", ylabel="mel band" if k % ncols == 0 else "")
+    fig.colorbar(axes[0, 0].images[0], ax=axes[0::2].ravel().tolist(), shrink=0.6, label="log10 mel energy")
+    return fig

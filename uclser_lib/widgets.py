@@ -1,0 +1,476 @@
+"""The engine of notebook 02's augmentation panel: plain functions from control values to views, figures and sound.
+
+Control values are a plain dict keyed by :data:`CONTROLS` (the :class:`~uclser_lib.augment.AugmentConfig`
+fields a slider or checkbox sets, plus ``"mix_back"``); missing keys take the paper's values. The panel
+(:func:`augmentation_panel`) is a thin ipywidgets wrapper whose callbacks only call
+:func:`config_from_controls`, :func:`render_views`, :func:`draw_views` and :func:`logmel_to_audio`, so the
+tests exercise everything it shows without a browser.
+
+Normalisation is left out of the panel: it is an affine rescale that changes no picture, and leaving it
+out keeps every stage in log10 mel units, on one colour scale, and turnable back into sound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import plots
+from .augment import AUGMENTATIONS, MASK_VALUES, AugmentConfig, ViewBuilder, augment_views, build_augment
+from .data import PATCH_FRAMES, FeatureSet, PackedClips
+from .features import DEFAULT_PARAMS, LogMelParams
+from .runtime import PAPER_SEED
+
+_PAPER = AugmentConfig.paper()
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control of the panel. ``kind``: "toggle" (a checkbox), "float" / "int" (a slider over
+    [low, high]), "range" (a (min, max) pair of a range slider over [low, high]) or "choice" (a menu of
+    ``options``). ``group``: the augmentation it belongs to; ``label``: its caption."""
+
+    kind: str
+    default: object
+    group: str
+    label: str
+    low: float = 0.0
+    high: float = 1.0
+    step: float = 0.01
+    options: tuple = ()
+
+
+def _toggle(field: str, group: str, default=None) -> Control:
+    return Control("toggle", getattr(_PAPER, field) if default is None else default, group, group)
+
+
+def _slider(kind: str, field: str, group: str, label: str, low, high, step) -> Control:
+    return Control(kind, getattr(_PAPER, field), group, label, low, high, step)
+
+
+#: Every control of the panel, in display order; keys are AugmentConfig fields except "mix_back" (-> ``mix``).
+#: Slider bounds are the values the panel accepts (wider than the released settings, to exaggerate an effect).
+CONTROLS: dict[str, Control] = {
+    "mix_back": _toggle("mix", "mix-back", default=_PAPER.mix != "none"),
+    "mix_alpha": _slider("float", "mix_alpha", "mix-back", "alpha", 0.0, 1.0, 0.01),
+    "time_shift": _toggle("time_shift", "time shift"),
+    "time_shift_max": _slider("int", "time_shift_max", "time shift", "max frames", 2, PATCH_FRAMES, 1),
+    "freq_shift": _toggle("freq_shift", "frequency shift"),
+    "freq_shift_max": _slider("int", "freq_shift_max", "frequency shift", "max bands", 2, 96, 1),
+    "random_crop": _toggle("random_crop", "random resized crop"),
+    "crop_scale": _slider("range", "crop_scale", "random resized crop", "scale", 0.05, 1.0, 0.01),
+    "crop_ratio": _slider("range", "crop_ratio", "random resized crop", "ratio", 0.25, 4.0, 0.05),
+    "time_reversal": _toggle("time_reversal", "time reversal"),
+    "time_reversal_p": _slider("float", "time_reversal_p", "time reversal", "probability", 0.0, 1.0, 0.05),
+    "compander": _toggle("compander", "compander"),
+    "comp_alpha": _slider("float", "comp_alpha", "compander", "alpha", 0.1, 1.5, 0.05),
+    "freq_mask": _toggle("freq_mask", "frequency masks"),
+    "freq_mask_width": _slider("int", "freq_mask_width", "frequency masks", "max width", 1, 96, 1),
+    "n_freq_masks": _slider("int", "n_freq_masks", "frequency masks", "count", 0, 5, 1),
+    "time_mask": _toggle("time_mask", "time masks"),
+    "time_mask_width": _slider("int", "time_mask_width", "time masks", "max width", 1, PATCH_FRAMES, 1),
+    "n_time_masks": _slider("int", "n_time_masks", "time masks", "count", 0, 5, 1),
+    "mask_value": Control("choice", _PAPER.mask_value, "time masks", "mask value", options=MASK_VALUES),
+    "gauss_noise": _toggle("gauss_noise", "Gaussian noise"),
+    "noise_max_std": _slider("float", "noise_max_std", "Gaussian noise", "max std", 0.0, 0.5, 0.005),
+    "blur": _toggle("blur", "Gaussian blur"),
+    "blur_max_ksize": _slider("int", "blur_max_ksize", "Gaussian blur", "max kernel", 1, 21, 2),
+    "blur_sigma": _slider("float", "blur_sigma", "Gaussian blur", "sigma", 0.1, 30.0, 0.1),
+}
+
+#: Readable names of the stages that :func:`render_views` returns (without the view number).
+STAGE_TITLES = {
+    "view": "patch",
+    "background": "background",
+    "mixed": "mix-back",
+    "time_shift": "time shift",
+    "freq_shift": "frequency shift",
+    "random_crop": "random resized crop",
+    "time_reversal": "time reversal",
+    "compander": "compander",
+    "spec_augment": "SpecAugment",
+    "gauss_noise": "Gaussian noise",
+    "blur": "Gaussian blur",
+    "normalise": "normalise",
+    "final": "final view",
+}
+
+#: The AugmentConfig toggles that switch each augmentation of :data:`~uclser_lib.augment.AUGMENTATIONS` on.
+_TOGGLES = {"spec_augment": ("freq_mask", "time_mask")}
+
+
+def default_controls() -> dict:
+    """The control values of the paper's config (without normalisation): ``{name: value}`` for every control."""
+    return {name: c.default for name, c in CONTROLS.items()}
+
+
+def _check_value(name: str, value, c: Control):
+    """``value`` converted to the control's type; ValueError naming the control when it does not fit."""
+    if c.kind == "toggle":
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"control {name!r} is a checkbox: expected True or False, got {value!r}")
+        return bool(value)
+    if c.kind == "choice":
+        if value not in c.options:
+            raise ValueError(f"control {name!r} must be one of {c.options}, got {value!r}")
+        return value
+    numbers = list(value) if c.kind == "range" and isinstance(value, Sequence) else [value]
+    if c.kind == "range" and len(numbers) != 2:
+        raise ValueError(f"control {name!r} is a range slider: expected a (min, max) pair, got {value!r}")
+    for v in numbers:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, Real) or not math.isfinite(v):
+            raise ValueError(f"control {name!r} expects finite numbers, got {value!r}")
+        if not c.low <= v <= c.high:
+            raise ValueError(f"control {name!r} = {value!r} is outside the slider's range [{c.low}, {c.high}]")
+        if c.kind == "int" and int(v) != v:
+            raise ValueError(f"control {name!r} expects an integer, got {value!r}")
+    if c.kind == "range":
+        if numbers[0] > numbers[1]:
+            raise ValueError(f"control {name!r} = {value!r}: min must not exceed max")
+        return tuple(float(v) for v in numbers)
+    return int(value) if c.kind == "int" else float(value)
+
+
+def config_from_controls(values: Mapping | None = None) -> AugmentConfig:
+    """The :class:`AugmentConfig` that control ``values`` describe; missing controls take the paper's values.
+
+    Always ``normalise=False`` (see the module docstring). ValueError for an unknown control, a value of
+    the wrong type or outside its slider's range, and whatever AugmentConfig rejects (e.g. an even blur kernel).
+    """
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(CONTROLS))
+    if unknown:
+        raise ValueError(f"unknown control(s) {unknown}; expected some of {list(CONTROLS)}")
+    settings = {name: _check_value(name, values.get(name, c.default), c) for name, c in CONTROLS.items()}
+    settings["mix"] = "mix_out_clip" if settings.pop("mix_back") else "none"
+    return AugmentConfig(**settings, normalise=False)
+
+
+def _as_clip(clip, name: str) -> np.ndarray:
+    x = np.asarray(clip.cpu() if isinstance(clip, torch.Tensor) else clip, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] < PATCH_FRAMES or not np.isfinite(x).all():
+        raise ValueError(f"{name}: expected a finite log-mel clip (frames >= {PATCH_FRAMES}, bands), got shape {x.shape}")
+    return x
+
+
+def render_views(clip_a, clip_b, values: Mapping | None = None, seed: int = PAPER_SEED) -> dict[str, np.ndarray]:
+    """Every stage of the two views of ``clip_a`` (T_a, F) log10 mel, with both backgrounds drawn from ``clip_b``.
+
+    ``values``: control values (see :func:`config_from_controls`); ``seed``: the draw (patch starts,
+    lambda, augmentation parameters), the same seed gives the same views. Returns float32 (101, F)
+    arrays ``view1/2``, ``background1/2`` and ``mixed1/2`` (with mix-back), ``<step>1/2`` for each
+    augmentation switched on, in order, ``final1/2``, and ``lambda`` (0-d; with mix-back).
+    """
+    if isinstance(seed, (bool, np.bool_)) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    a, b = _as_clip(clip_a, "clip_a"), _as_clip(clip_b, "clip_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"clip_a has {a.shape[1]} bands but clip_b has {b.shape[1]}")
+    return augment_views(a, b, config_from_controls(values), int(seed))
+
+
+def stage_names(stages: Mapping[str, np.ndarray]) -> list[str]:
+    """The per-view stages of a :func:`render_views` result, in pipeline order, without "final" (= the last one)."""
+    return [k[:-1] for k in stages if k.endswith("1") and k != "final1"]
+
+
+def single_augmentations(patch, values: Mapping | None = None, seed: int = 0, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Each augmentation alone on one (T, F) log10 patch, with the parameters of control ``values``.
+
+    ``names``: augmentations of :data:`~uclser_lib.augment.AUGMENTATIONS` (default: all but "normalise"),
+    each switched on whatever its checkbox says. Each draws from its own generator seeded with ``seed``.
+    Returns ``{name: (T, F) float32}`` in that order.
+    """
+    names = list(names or [n for n in AUGMENTATIONS if n != "normalise"])
+    bad = [n for n in names if n not in AUGMENTATIONS or n == "normalise"]
+    if bad:
+        raise ValueError(f"no single augmentation {bad}; expected some of {[n for n in AUGMENTATIONS if n != 'normalise']}")
+    switched_on = {t: True for n in names for t in _TOGGLES.get(n, (n,))}
+    steps = build_augment(config_from_controls({**dict(values or {}), **switched_on})).steps
+    x = torch.as_tensor(np.asarray(patch, dtype=np.float32))
+    if x.ndim != 2:
+        raise ValueError(f"single_augmentations expects one (T, F) patch, got shape {tuple(x.shape)}")
+    return {n: steps[n](x, torch.Generator().manual_seed(seed)).numpy() for n in names}
+
+
+def draw_views(fig_or_axes, stages: Mapping[str, np.ndarray], vmin: float | None = None, vmax: float | None = None):
+    """Both views' stages of a :func:`render_views` result as a 2 x n grid of spectrograms on one colour scale.
+
+    ``fig_or_axes``: a Figure / SubFigure (cleared and filled, with a colour bar) or a (2, n) array of Axes,
+    n = ``len(stage_names(stages))``. ``vmin`` / ``vmax`` default to the extremes over all stages drawn.
+    Returns the (2, n) Axes.
+    """
+    names = stage_names(stages)
+    if hasattr(fig_or_axes, "subplots"):
+        fig_or_axes.clear()
+        axes = fig_or_axes.subplots(2, len(names), squeeze=False, sharex=True, sharey=True)
+    else:
+        axes = np.asarray(fig_or_axes)
+        if axes.shape != (2, len(names)):
+            raise ValueError(f"draw_views needs (2, {len(names)}) axes for stages {names}, got shape {axes.shape}")
+    arrays = [stages[f"{n}{v}"] for n in names for v in (1, 2)]
+    vmin = min(float(a.min()) for a in arrays) if vmin is None else vmin
+    vmax = max(float(a.max()) for a in arrays) if vmax is None else vmax
+    for row in range(2):
+        for col, name in enumerate(names):
+            title = STAGE_TITLES[name]
+            if name == "mixed":
+                title += f", λ = {float(stages['lambda']):.3f}"
+            if col == len(names) - 1:
+                title += f" → view {row + 1}"
+            ax = plots.spectrogram(axes[row, col], stages[f"{name}{row + 1}"], title=title, vmin=vmin, vmax=vmax)
+            ax.title.set_fontsize(9)
+            ax.set(xlabel="frame" if row == 1 else "", ylabel=f"view {row + 1}\nmel band" if col == 0 else "")
+    if hasattr(fig_or_axes, "subplots"):
+        fig_or_axes.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), shrink=0.8, label="log10 mel energy")
+    return axes
+
+
+def nonneg_lstsq(A: np.ndarray, B: np.ndarray, n_iter: int = 100) -> np.ndarray:
+    """Non-negative X (n, k) approximately minimising ||A X - B||^2 for non-negative A (m, n), B (m, k).
+
+    Lee and Seung's multiplicative updates from X = A^T B: each step multiplies X by A^T B / (A^T A X),
+    so X stays non-negative. On a 1 s mel patch (1025 x 101 unknowns) a hundred steps fit at least as
+    closely as librosa's L-BFGS-B ``nnls``, in tens of milliseconds instead of seconds.
+    """
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
+        raise ValueError(f"nonneg_lstsq expects A (m, n) and B (m, k), got shapes {A.shape} and {B.shape}")
+    if (A < 0).any() or (B < 0).any() or not (np.isfinite(A).all() and np.isfinite(B).all()):
+        raise ValueError("nonneg_lstsq needs finite, non-negative A and B (multiplicative updates)")
+    AtB = A.T @ B
+    X = AtB.copy()
+    tiny = np.finfo(X.dtype).tiny
+    for _ in range(n_iter):
+        X *= AtB / np.maximum(A.T @ (A @ X), tiny)
+    return X
+
+
+def logmel_to_audio(logmel, n_iter: int = 32, seed: int = 0, params: LogMelParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Sound from a log10 mel spectrogram (T, 96), by mel inversion: float32 (hop x (T - 1),) at 22,050 Hz.
+
+    The steps of librosa's ``mel_to_audio`` with the feature parameters (SPEC section 3: n_fft 2048,
+    hop 220, periodic Hamming of 660, centred reflect frames, Slaney mel without normalisation,
+    50-10,500 Hz, power 2): the mel power is mapped back to an STFT power by non-negative least squares
+    (:func:`nonneg_lstsq`, in place of librosa's slow ``nnls``), then ``n_iter`` Griffin-Lim iterations
+    (``librosa.griffinlim``) run from random phases drawn with ``seed`` (``mel_to_audio`` cannot be seeded).
+    """
+    import librosa
+
+    x = np.asarray(logmel, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != params.n_mels or len(x) < 2:
+        raise ValueError(f"logmel_to_audio expects a log-mel spectrogram (frames >= 2, {params.n_mels}), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("logmel_to_audio: the log-mel spectrogram holds NaN or inf")
+    if isinstance(n_iter, (bool, np.bool_)) or int(n_iter) != n_iter or n_iter < 1:
+        raise ValueError(f"logmel_to_audio: n_iter must be an integer >= 1, got {n_iter!r}")
+    basis = librosa.filters.mel(
+        sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax, htk=False, norm=None
+    ).astype(np.float64)  # (bands, bins), each triangle peaks at 1
+    mel = np.maximum(10.0**x - params.eps, 0.0).T  # (bands, frames) power
+    power = nonneg_lstsq(basis, mel)
+    y = librosa.griffinlim(
+        np.sqrt(power),
+        n_iter=int(n_iter),
+        hop_length=params.hop_length,
+        win_length=params.win_length,
+        n_fft=params.n_fft,
+        window="hamming",
+        center=True,
+        pad_mode="reflect",
+        random_state=np.random.default_rng(seed),
+    )
+    return y.astype(np.float32)
+
+
+def band_quantile(patches: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-band ``q``-quantile over time of (..., T, F) patches: (..., F). q = 0.1 traces the noise floor."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"band_quantile: q must lie in [0, 1], got {q}")
+    return torch.quantile(patches, q, dim=-2)
+
+
+def pair_gaps(packed: PackedClips, values: Mapping | None = None, seed: int = PAPER_SEED, q: float = 0.1) -> dict[str, np.ndarray]:
+    """How far apart positive and negative pairs of views are in a per-band quantile over time (log10 units).
+
+    Builds the two views of every clip of ``packed`` (at least 3 clips) with control ``values``, takes
+    :func:`band_quantile` ``q`` of each view and returns, per clip i, the mean absolute difference over
+    bands between its two views (``"positive"``, (N,)) and between its view 1 and clip i - 1's view 2
+    (``"negative"``, (N,)). With q = 0.1 (the noise floor) this measures how much a recording's
+    background alone tells the two views of a clip apart from other clips'.
+    """
+    if len(packed) < 3:
+        raise ValueError(f"pair_gaps needs at least 3 clips, got {len(packed)}")
+    builder = ViewBuilder(packed, config_from_controls(values))
+    x = builder.build(torch.arange(len(packed)), torch.Generator().manual_seed(seed))
+    f1, f2 = band_quantile(x, q).chunk(2)
+    return {
+        "positive": (f1 - f2).abs().mean(1).numpy(),
+        "negative": (f1 - f2.roll(1, 0)).abs().mean(1).numpy(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The panel
+
+
+def _panel_source(course_or_clips):
+    """(PackedClips, option labels, audio paths or Nones, default choices) of a Course, FeatureSet, PackedClips or clip list."""
+    meta = getattr(course_or_clips, "meta", None)
+    source = getattr(course_or_clips, "train", course_or_clips)
+    if isinstance(source, FeatureSet):
+        packed, labels = source.clips, source.labels
+        names = [f"{source.classes[l]}: {f}" for l, f in zip(labels, source.fnames)]
+        by_fname = {c.fname: c for c in meta.train} if meta is not None else {}
+        paths = [meta.audio_path("train", by_fname[f]) if f in by_fname else None for f in source.fnames]
+        pool = np.flatnonzero(source.clean) if source.clean.any() else np.arange(len(source))
+        choices = [int(pool[labels[pool] == c][0]) for c in range(len(source.classes)) if (labels[pool] == c).any()]
+        return packed, names, paths, choices
+    if isinstance(source, PackedClips):
+        packed = source
+    elif isinstance(source, Sequence) and len(source) and all(np.ndim(c) == 2 for c in source):
+        packed = PackedClips.from_list([_as_clip(c, f"clip {i}") for i, c in enumerate(source)])
+    else:
+        raise ValueError(
+            f"augmentation_panel expects a Course, a FeatureSet, PackedClips or a list of (T, F) clips, got {type(source).__name__}"
+        )
+    return packed, [f"clip {i}" for i in range(len(packed))], [None] * len(packed), list(range(min(len(packed), 20)))
+
+
+def _control_widget(c: Control):
+    import ipywidgets as w
+
+    style, layout = {"description_width": "initial"}, w.Layout(width="250px")
+    if c.kind == "toggle":
+        return w.Checkbox(value=c.default, description=c.label, indent=False, layout=w.Layout(width="170px"))
+    if c.kind == "choice":
+        return w.Dropdown(options=c.options, value=c.default, description=c.label, style=style, layout=layout)
+    cls = {"float": w.FloatSlider, "int": w.IntSlider, "range": w.FloatRangeSlider}[c.kind]
+    extra = {"readout_format": ".3g"} if c.kind != "int" else {}
+    return cls(value=c.default, min=c.low, max=c.high, step=c.step, description=c.label,
+               continuous_update=False, style=style, layout=layout, **extra)  # fmt: skip
+
+
+def augmentation_panel(course_or_clips, choices: Sequence[int] | None = None, seed: int = PAPER_SEED, n_iter: int = 32, audio: bool = True):
+    """An ipywidgets panel: pick a clip and a background clip, switch augmentations, move their sliders.
+
+    ``course_or_clips``: a Course (its train split, with the clips' audio), a FeatureSet, PackedClips or
+    a list of (T, F) log-mel clips. ``choices``: clip indices offered (default: one clean clip per class,
+    or the first 20). Every change redraws both views' stages (:func:`draw_views`) and, with ``audio``,
+    the sound of the mixture and the views (:func:`logmel_to_audio`, ``n_iter`` Griffin-Lim iterations);
+    "new random draw" moves to the next seed. Returns a VBox; its ``controls`` attribute maps every
+    control name (and "clip", "background", "seed", "draw") to its widget, ``stages`` holds the last render.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import Audio, display
+
+    from .features import load_audio
+
+    packed, names, paths, default_choices = _panel_source(course_or_clips)
+    choices = list(default_choices if choices is None else choices)
+    bad = [i for i in choices if not 0 <= i < len(packed)]
+    if len(choices) < 2 or bad:
+        raise ValueError(f"augmentation_panel needs at least 2 clip choices among {len(packed)} clips, got {choices}")
+    options = [(names[i], i) for i in choices]
+    controls = {
+        "clip": w.Dropdown(options=options, value=choices[0], description="clip"),
+        "background": w.Dropdown(options=options, value=choices[1], description="background"),
+        "seed": w.IntText(value=seed, description="seed", layout=w.Layout(width="180px")),
+        "draw": w.Button(description="new random draw", icon="refresh"),
+    }
+    controls.update({name: _control_widget(c) for name, c in CONTROLS.items()})
+    groups: dict[str, list] = {}
+    for name, c in CONTROLS.items():
+        groups.setdefault(c.group, []).append(controls[name])
+    figure_out, sound_out, clip_sound_out = w.Output(), w.Output(), w.Output()
+    status = w.HTML()
+
+    def clip_array(i):
+        return packed.clip(i).cpu().numpy()
+
+    def listen(label, y, out):
+        with out:
+            print(label)
+            display(Audio(y, rate=DEFAULT_PARAMS.sr))
+
+    def sound_of(i):
+        if paths[i] is not None:
+            return load_audio(paths[i])
+        return logmel_to_audio(clip_array(i), n_iter), DEFAULT_PARAMS.sr
+
+    def update_clip_sound(_=None):
+        clip_sound_out.clear_output(wait=True)
+        if not audio:
+            return
+        for key in ("clip", "background"):
+            y, sr = sound_of(controls[key].value)
+            with clip_sound_out:
+                print(f"{key}: {names[controls[key].value]}")
+                display(Audio(y, rate=sr))
+
+    def update(_=None):
+        values = {name: controls[name].value for name in CONTROLS}
+        try:
+            stages = render_views(clip_array(controls["clip"].value), clip_array(controls["background"].value), values, controls["seed"].value)
+        except ValueError as err:
+            status.value = f"<b style='color:#b00'>{err}</b>"
+            return
+        status.value = ""
+        panel.stages = stages
+        figure_out.clear_output(wait=True)
+        with figure_out:
+            fig = plt.figure(figsize=(2.3 * len(stage_names(stages)) + 1.5, 4.8), layout="constrained")
+            draw_views(fig, stages)
+            display(fig)
+            plt.close(fig)
+        sound_out.clear_output(wait=True)
+        if audio:
+            heard = ["mixed1"] if "mixed1" in stages else []
+            for key in [*heard, "final1", "final2"]:
+                listen(f"{STAGE_TITLES[key[:-1]]} {key[-1]}", logmel_to_audio(stages[key], n_iter), sound_out)
+
+    def new_draw(_):
+        controls["seed"].value += 1
+
+    panel = w.VBox([
+        w.HBox([controls["clip"], controls["background"], controls["seed"], controls["draw"]]),
+        w.VBox([w.HBox(ws) for ws in groups.values()]),
+        status,
+        figure_out,
+        w.HBox([clip_sound_out, sound_out]),
+    ])  # fmt: skip
+    panel.controls, panel.stages = controls, {}
+    for name, widget in controls.items():
+        if name == "draw":
+            widget.on_click(new_draw)
+        else:
+            widget.observe(update, names="value")
+    for key in ("clip", "background"):
+        controls[key].observe(update_clip_sound, names="value")
+    update_clip_sound()
+    update()
+    return panel
+
+
+__all__ = [
+    "CONTROLS",
+    "Control",
+    "STAGE_TITLES",
+    "augmentation_panel",
+    "band_quantile",
+    "config_from_controls",
+    "default_controls",
+    "draw_views",
+    "logmel_to_audio",
+    "nonneg_lstsq",
+    "pair_gaps",
+    "render_views",
+    "single_augmentations",
+    "stage_names",
+]
