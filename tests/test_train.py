@@ -83,3 +83,33 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     with pytest.raises(TrainingDiverged, match="loss is nan.*last good checkpoint.*epoch 1"):
         pretrain(tiny_config(epochs=2), train, run_dir=tmp_path, resume=True, progress=False, device="cpu")
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def _ddp_rank(rank, port, run_dir, out_dir):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        model, hist = pretrain(tiny_config(epochs=2, batch_size=8, knn_every=0), synthetic_set(16), run_dir=run_dir, progress=False, device="cpu")
+        torch.save({"model": model.state_dict(), "history": hist}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """Under torchrun-like env (2 processes, gloo): ranks stay in sync, rank 0 alone writes the checkpoint."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_rank, args=(port, str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k, v in r0["model"].items():
+        if "running" not in k and "num_batches" not in k:  # BatchNorm statistics are per rank
+            torch.testing.assert_close(v, r1["model"][k], msg=k)
+    assert [h["loss"] for h in r0["history"]] == [h["loss"] for h in r1["history"]]  # all-reduced
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 2

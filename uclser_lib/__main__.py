@@ -1,12 +1,50 @@
-"""Command line: ``python -m uclser_lib <command>``.
+"""Command line: ``python -m uclser_lib <command> [--config FILE] [--key value ...]``.
 
 - ``extract [--preset tiny|course] [--fsd-root DIR]``: make sure the dataset and its features exist.
+- ``pretrain --config pretrain.yaml [--epochs 100] [--augment.mix_alpha 0.1] [--resume] [--export NAME]``:
+  contrastive pre-training; a checkpoint every epoch in ``run_dir``; ``--resume`` continues it;
+  ``--export NAME`` writes the encoder to ``pretrained/`` with its manifest entry.
+
+Configs are YAML (read with ``yaml.safe_load``); a bare file name means a shipped config in
+``uclser_lib/configs/``. Every key can be overridden as ``--key value`` (nested: ``--section.key value``);
+unknown keys and wrong types are errors. Under ``torchrun`` with several processes, ``pretrain`` uses
+DistributedDataParallel.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+def _dataset(values: dict, device):
+    from .config import ConfigError
+    from .data import prepare
+
+    data = values.pop("data", None) or {}
+    unknown = sorted(set(data) - {"preset", "fsd_root"})
+    if unknown:
+        raise ConfigError(f"config.data: unknown key(s) {unknown}; known: ['fsd_root', 'preset']")
+    return prepare(data.get("preset"), fsd_root=data.get("fsd_root"), device=device)
+
+
+def pretrain_command(args, overrides: list[str]) -> int:
+    from .config import build, merge, parse_overrides, read_yaml
+    from .pretrained import export_encoder
+    from .train import PretrainConfig, pretrain
+
+    values = merge(read_yaml(args.config), parse_overrides(overrides))
+    run_dir = values.pop("run_dir", "runs/pretrain")
+    course = _dataset(values, args.device)
+    cfg = build(PretrainConfig, values)
+    splits = course.splits(cfg.seed)
+    _, history = pretrain(cfg, splits["pretrain"], {"val": splits["val"], "test": splits["test"]}, run_dir=run_dir,
+                          resume=args.resume, device=args.device)  # fmt: skip
+    print(f"done: {len(history)} epochs, final loss {history[-1]['loss']:.4f}; checkpoint and metrics in {run_dir}")
+    if args.export:
+        entry = export_encoder(f"{run_dir}/checkpoint.pt", args.export, dataset=course.name)
+        print(f"exported pretrained/{entry['file']} (sha256 {entry['sha256'][:12]}...)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,14 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--preset", choices=["tiny", "course"], default=None, help="course dataset preset (default: course, tiny in smoke mode)")
     ex.add_argument("--fsd-root", default=None, help="use FSDnoisy18k on disk at this folder instead (or set UCLSER_FSD_ROOT)")
     ex.add_argument("--device", default=None, help="device for the STFT (default: CUDA when present)")
-    args = parser.parse_args(argv)
+    pt = sub.add_parser("pretrain", help="contrastive pre-training from a YAML config (extra --key value pairs override it)")
+    pt.add_argument("--config", default="pretrain.yaml", help="YAML file, or the name of a shipped config (default: pretrain.yaml)")
+    pt.add_argument("--resume", action="store_true", help="continue the checkpoint in run_dir")
+    pt.add_argument("--export", default=None, metavar="NAME", help="write the encoder to pretrained/NAME.pt when done")
+    pt.add_argument("--device", default=None)
+    args, rest = parser.parse_known_args(argv)
 
-    if args.command == "extract":
-        from .data import prepare
+    from .config import ConfigError
 
-        course = prepare(args.preset, fsd_root=args.fsd_root, device=args.device)
-        print(f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, features in {course.root}")
-    return 0
+    try:
+        if args.command == "extract":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            from .data import prepare
+
+            course = prepare(args.preset, fsd_root=args.fsd_root, device=args.device)
+            print(f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, features in {course.root}")
+            return 0
+        return pretrain_command(args, rest)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

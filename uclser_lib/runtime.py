@@ -21,14 +21,16 @@ def smoke_mode() -> bool:
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """The device every stage uses: ``UCLSER_DEVICE`` or ``prefer`` if given, else CUDA when present, else CPU."""
+    """The device every stage uses: ``prefer`` or ``UCLSER_DEVICE`` if given, else CUDA when present (GPU ``LOCAL_RANK``), else CPU."""
     name = prefer or os.environ.get("UCLSER_DEVICE")
     if name:
         dev = torch.device(name)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {name!r} was asked for but CUDA is not available on this machine")
         return dev
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():  # under torchrun each process takes the GPU of its LOCAL_RANK
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def seed_everything(seed: int = PAPER_SEED) -> torch.Generator:

@@ -138,6 +138,21 @@ def knn_evaluate(model: ContrastiveModel, sets: dict[str, FeatureSet], mean: flo
     return out
 
 
+def distributed_context() -> tuple[int, int]:
+    """``(rank, world size)``; joins the process group when launched by ``torchrun`` with several processes.
+
+    The backend is NCCL on CUDA and gloo on CPU. A single process gives ``(0, 1)``.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def pretrain(
     cfg: PretrainConfig,
     train: FeatureSet,
@@ -151,9 +166,18 @@ def pretrain(
 
     ``monitor``: sets for the kNN monitor (e.g. ``{"val": ..., "test": ...}``). ``run_dir``: where the
     checkpoint (``checkpoint.pt``) and metrics go; with ``resume`` an existing checkpoint there is
-    continued (its config must equal ``cfg``).
+    continued (its config must equal ``cfg``, but for more epochs).
+
+    Under ``torchrun`` (several processes) the model is wrapped in DistributedDataParallel: every rank
+    draws the same clip order, takes its share of each global batch of ``cfg.batch_size`` clips, and
+    NT-Xent compares its anchors with the views of all ranks (gathered with gradients). Rank 0 runs the
+    kNN monitor and writes the checkpoint and metrics.
     """
     device = pick_device(device)
+    rank, world = distributed_context()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
+    local = cfg.batch_size // world
     if len(train) < 3:
         raise ValueError(f"pre-training needs at least 3 clips (a foreground and two backgrounds), got {len(train)}")
     if cfg.batch_size > len(train):
@@ -167,6 +191,7 @@ def pretrain(
 
     seed_everything(cfg.seed)  # the initial weights
     encoder = build_encoder(cfg.arch, n_classes=len(train.classes))
+    encoder.classifier().requires_grad_(False)  # the class layer plays no part in pre-training
     model = ContrastiveModel(encoder, ProjectionHead(encoder.embedding_dim, cfg.proj_hidden, cfg.proj_dim)).to(device)
     use_cl = cfg.channels_last and device.type == "cuda"
     if use_cl:
@@ -186,24 +211,31 @@ def pretrain(
         scheduler.load_state_dict(ckpt["scheduler"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
 
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = model
+    if world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        step_model = torch.compile(step_model)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     n_batches = len(train) // cfg.batch_size  # drop_last: NT-Xent batches of equal size
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(len(train), generator=gen, device=device)[: n_batches * cfg.batch_size]
+        # each epoch's draws depend on (seed, epoch) only, so a resumed run repeats them; the order is the same on every rank
+        order = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+        gen = torch.Generator(device=device).manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)
+        perm = torch.randperm(len(train), generator=order, device=device)[: n_batches * cfg.batch_size]
         total = torch.zeros((), device=device)
         t0 = time.perf_counter()
-        bar = tqdm(perm.view(n_batches, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        batches = perm.view(n_batches, cfg.batch_size)[:, rank * local : (rank + 1) * local]
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress or rank > 0)
         for i, idx in enumerate(bar):
             v1, v2 = views(idx, gen)
-            x = torch.cat([v1, v2])
+            x = torch.cat([v1, v2])  # (2 * local, 1, 101, 96)
             if use_cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 z = step_model(x)
-            loss = nt_xent(z[: len(idx)], z[len(idx) :], cfg.temperature)
+            loss = nt_xent(z[: len(idx)], z[len(idx) :], cfg.temperature, distributed=world > 1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -211,6 +243,9 @@ def pretrain(
             if progress and (i % 10 == 0 or i == n_batches - 1):
                 bar.set_postfix(loss=f"{float(loss):.3f}", clips_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
         scheduler.step()
+        if world > 1:  # the mean of the ranks' losses is the global batch's loss
+            torch.distributed.all_reduce(total)
+            total /= world
         epoch_loss = float(total) / n_batches
         seconds = time.perf_counter() - t0
         if not math.isfinite(epoch_loss):
@@ -220,12 +255,12 @@ def pretrain(
             )
         row = {"epoch": epoch + 1, "loss": round(epoch_loss, 6), "lr": optimizer.param_groups[0]["lr"],
                "clips_per_s": round(n_batches * cfg.batch_size / seconds, 1), "seconds": round(seconds, 3)}  # fmt: skip
-        if monitor and cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
+        if rank == 0 and monitor and cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
             row.update(knn_evaluate(model, monitor, mean, std, cfg.knn_k, device))
         history.append(row)
-        if progress:
+        if progress and rank == 0:
             tqdm.write(" ".join(f"{k}={v}" for k, v in row.items()))
-        if run_dir is not None:
+        if run_dir is not None and rank == 0:
             _atomic_save(
                 {"epoch": epoch + 1, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "history": history, "mean": mean, "std": std,
@@ -233,5 +268,7 @@ def pretrain(
                 ckpt_path,
             )
             write_metrics(history, run_dir)
+        if world > 1:
+            torch.distributed.barrier()
     model.eval()
     return model, history

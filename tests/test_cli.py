@@ -1,0 +1,65 @@
+"""The command line: YAML configs with overrides, clear config errors, pre-training and export end to end (tiny data)."""
+
+import json
+
+import pytest
+import torch
+
+from uclser_lib import pretrained
+from uclser_lib.__main__ import main
+from uclser_lib.config import ConfigError, build, parse_overrides
+from uclser_lib.train import PretrainConfig
+
+
+def test_overrides_parse_as_yaml():
+    assert parse_overrides(["--epochs", "10", "--augment.mix_alpha", "0.1", "--milestones", "[3, 4]"]) == {
+        "epochs": 10, "augment": {"mix_alpha": 0.1}, "milestones": [3, 4]}  # fmt: skip
+    with pytest.raises(ConfigError, match="pairs"):
+        parse_overrides(["--epochs"])
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"epochz": 3}, r"unknown key\(s\) \['epochz'\]"),
+        ({"epochs": "many"}, r"config.epochs: expected int, got 'many'"),
+        ({"lr": True}, r"config.lr: expected float"),
+        ({"augment": {"mix_alpha": -1.0}}, "mix_alpha must lie in"),
+        ({"augment": {"colour": 1}}, r"config.augment: unknown key"),
+        ({"milestones": 5}, "expected a list"),
+    ],
+)
+def test_config_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        build(PretrainConfig, values)
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [unclosed\n")
+    assert main(["pretrain", "--config", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["pretrain", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    assert main(["pretrain", "--config", "pretrain.yaml", "--batch_sise", "8"]) == 2
+    assert "unknown key(s) ['batch_sise']" in capsys.readouterr().err
+
+
+def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "pretrained")
+    run = tmp_path / "run"
+    args = ["pretrain", "--config", "pretrain.yaml", "--data.preset", "tiny", "--run_dir", str(run), "--epochs", "1",
+            "--batch_size", "16", "--knn_k", "5", "--knn_every", "1", "--device", "cpu", "--export", "tiny-resnet18"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics[0]["epoch"] == 1 and "test_knn_balanced" in metrics[0]
+    encoder, info = pretrained.load_pretrained("tiny-resnet18")
+    assert info["arch"] == "resnet18" and info["epochs"] == 1 and info["dataset"] == "course_tiny"
+    assert not encoder.training and encoder.embed(torch.zeros(2, 1, 101, 96)).shape == (2, 512)
+    # a corrupted file is refused before it is unpickled
+    path = tmp_path / "pretrained" / "tiny-resnet18.pt"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="sha256"):
+        pretrained.load_pretrained("tiny-resnet18")
+    with pytest.raises(FileNotFoundError, match="no pre-trained encoder 'nope'"):
+        pretrained.load_pretrained("nope")

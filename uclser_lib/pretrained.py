@@ -1,0 +1,79 @@
+"""The course's own pre-trained encoders in ``pretrained/``: export from a training checkpoint, load with checks.
+
+Each encoder is ``pretrained/<name>.pt`` (fp16 encoder weights, the feature mean/std and class list), listed
+in ``pretrained/manifest.json`` with its config, dataset, seed, epochs, kNN accuracy and sha256. Loading
+verifies the sha256 before unpickling anything and loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .models import Encoder, build_encoder, sha256_of
+from .runtime import REPO_ROOT
+from .train import load_checkpoint
+
+PRETRAINED_DIR = REPO_ROOT / "pretrained"
+
+
+def read_manifest(folder=None) -> dict:
+    path = Path(folder or PRETRAINED_DIR) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool = True) -> dict:
+    """Write the encoder of a pre-training ``checkpoint`` to ``<folder>/<name>.pt`` (default ``pretrained/``) and its manifest entry."""
+    folder = Path(folder or PRETRAINED_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(checkpoint)
+    weights = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    arch = ckpt["config"]["arch"]
+    path = folder / f"{name}.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"arch": arch, "encoder": weights, "mean": ckpt["mean"], "std": ckpt["std"], "classes": ckpt["classes"]}, tmp)
+    os.replace(tmp, path)
+    last = ckpt["history"][-1]
+    entry = {
+        "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, "arch": arch, "dataset": dataset,
+        "seed": ckpt["config"]["seed"], "epochs": ckpt["epoch"], "config": ckpt["config"],
+        "knn": {k: v for k, v in last.items() if "knn" in k}, "final_loss": last["loss"],
+    }  # fmt: skip
+    manifest = read_manifest(folder)
+    manifest[name] = entry
+    tmp = folder / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, folder / "manifest.json")
+    return entry
+
+
+def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict]:
+    """The encoder ``name`` (eval mode, float32, on ``device``) and its manifest entry plus ``mean`` / ``std`` / ``classes``.
+
+    Raises ``FileNotFoundError`` for an unknown name or a missing file and ``ValueError`` for a sha256 mismatch
+    (a corrupt or replaced file) or weights that do not fit the architecture.
+    """
+    folder = Path(folder or PRETRAINED_DIR)
+    manifest = read_manifest(folder)
+    if name not in manifest:
+        raise FileNotFoundError(f"{folder / 'manifest.json'}: no pre-trained encoder {name!r} (available: {sorted(manifest)})")
+    entry = manifest[name]
+    path = folder / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: listed in the manifest but missing")
+    digest = sha256_of(path)
+    if digest != entry["sha256"]:
+        raise ValueError(f"{path}: sha256 is {digest}, the manifest expects {entry['sha256']} (corrupt or replaced file)")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    encoder = build_encoder(blob["arch"], n_classes=len(blob["classes"]))
+    try:
+        encoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["encoder"].items()})
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit a {blob['arch']} encoder: {err}") from None
+    info = dict(entry, mean=blob["mean"], std=blob["std"], classes=blob["classes"])
+    return encoder.to(device).eval(), info
