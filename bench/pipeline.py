@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from uclser_lib.augment import AugmentConfig, ViewBuilder
+from uclser_lib.augment import AugmentConfig, GraphedViews, ViewBuilder
 from uclser_lib.evaluate import knn_monitor
 from uclser_lib.losses import nt_xent
 from uclser_lib.models import ContrastiveModel, ProjectionHead, build_encoder
@@ -38,7 +38,7 @@ def _timed(fn, device, warmup: int, steps: int) -> float:
 
 def bench_train_step(
     device, arch: str = "resnet18", batch_size: int = 128, bf16: bool = True, channels_last: bool = True,
-    compile: bool = False, n_clips: int = FSD_SIZES["pretrain"], warmup: int = 10, steps: int = 30,
+    compile: bool = False, graphed: bool = False, n_clips: int = FSD_SIZES["pretrain"], warmup: int = 10, steps: int = 30,
 ) -> dict:  # fmt: skip
     """Clips/s of one SimCLR step: the network alone (fixed input) and the full pipeline (views on the device + network)."""
     device = torch.device(device)
@@ -46,6 +46,9 @@ def bench_train_step(
     packed = fsd_sized_clips(n_clips, device=device)
     mean, std = feature_stats(packed)
     views = ViewBuilder(packed, AugmentConfig.paper(), mean, std)
+    gen = torch.Generator(device=device).manual_seed(0)
+    if graphed:
+        views = GraphedViews(views, batch_size, gen)
     enc = build_encoder(arch)
     model = ContrastiveModel(enc, ProjectionHead(enc.embedding_dim)).to(device)
     cl = channels_last and device.type == "cuda"
@@ -54,7 +57,6 @@ def bench_train_step(
     step_model = torch.compile(model) if compile else model
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
     use_bf16 = bf16 and device.type == "cuda"
-    gen = torch.Generator(device=device).manual_seed(0)
     fixed = torch.randn(2 * batch_size, 1, 101, 96, device=device)
 
     def network(x):
@@ -67,15 +69,17 @@ def bench_train_step(
         loss.backward()
         opt.step()
 
+    order = torch.Generator(device=device).manual_seed(1)
+
     def build_views():
-        idx = torch.randint(0, n_clips, (batch_size,), device=device, generator=gen)
+        idx = torch.randint(0, n_clips, (batch_size,), device=device, generator=order)
         return torch.cat(views(idx, gen))
 
     t_net = _timed(lambda: network(fixed), device, warmup, steps)
     t_views = _timed(build_views, device, warmup, steps)
     t_full = _timed(lambda: network(build_views()), device, warmup, steps)
     return {
-        "arch": arch, "batch": batch_size, "bf16": use_bf16, "channels_last": cl, "compile": compile,
+        "arch": arch, "batch": batch_size, "bf16": use_bf16, "channels_last": cl, "compile": compile, "graphed_views": graphed,
         "network_clips_s": batch_size / t_net, "pipeline_clips_s": batch_size / t_full,
         "views_ms": 1e3 * t_views, "step_ms": 1e3 * t_net,
         "views_fraction_of_step": t_views / t_net, "pipeline_over_network": t_net / t_full,

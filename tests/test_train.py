@@ -79,7 +79,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="NaN or inf"):  # bad features are caught before training
         pretrain(tiny_config(epochs=1), bad, progress=False, device="cpu")
     pretrain(tiny_config(epochs=1), train, run_dir=tmp_path, progress=False, device="cpu")
-    monkeypatch.setattr(T, "nt_xent", lambda z1, z2, t: (z1.sum() + z2.sum()) * float("nan"))
+    monkeypatch.setattr(T, "nt_xent", lambda z1, z2, t, distributed=False: (z1.sum() + z2.sum()) * float("nan"))
     with pytest.raises(TrainingDiverged, match="loss is nan.*last good checkpoint.*epoch 1"):
         pretrain(tiny_config(epochs=2), train, run_dir=tmp_path, resume=True, progress=False, device="cpu")
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1

@@ -16,13 +16,14 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .augment import AugmentConfig, ViewBuilder
+from .augment import AugmentConfig, GraphedViews, ViewBuilder
 from .data import FeatureSet
 from .evaluate import knn_monitor
 from .losses import nt_xent
@@ -52,6 +53,7 @@ class PretrainConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
     channels_last: bool = True
     compile: bool = False
+    cuda_graph: bool = True  # capture the view builder in a CUDA graph (CUDA only)
     augment: AugmentConfig = field(default_factory=AugmentConfig.paper)
 
     def __post_init__(self) -> None:
@@ -218,11 +220,17 @@ def pretrain(
         step_model = torch.compile(step_model)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     n_batches = len(train) // cfg.batch_size  # drop_last: NT-Xent batches of equal size
+    gen = torch.Generator(device=device)
+    if cfg.cuda_graph and device.type == "cuda":
+        try:
+            views = GraphedViews(views, local, gen)
+        except RuntimeError as err:  # e.g. an older driver: eager views are slower but the same
+            warnings.warn(f"CUDA-graph capture of the view builder failed, building views eagerly: {err}")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         # each epoch's draws depend on (seed, epoch) only, so a resumed run repeats them; the order is the same on every rank
         order = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-        gen = torch.Generator(device=device).manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)
+        gen.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)
         perm = torch.randperm(len(train), generator=order, device=device)[: n_batches * cfg.batch_size]
         total = torch.zeros((), device=device)
         t0 = time.perf_counter()

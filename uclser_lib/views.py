@@ -23,6 +23,8 @@ def uniform(shape, generator: torch.Generator | None, device, low=0.0, high=1.0)
     """
     gen_device = generator.device if generator is not None else device
     u = torch.rand(shape, generator=generator, device=gen_device).to(device)
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):  # no host-to-device copy (CUDA-graph safe)
+        return u if (low, high) == (0.0, 1.0) else low + (high - low) * u
     low = torch.as_tensor(low, dtype=torch.float32, device=device)
     high = torch.as_tensor(high, dtype=torch.float32, device=device)
     return low + (high - low) * u
