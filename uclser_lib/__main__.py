@@ -4,6 +4,7 @@
 - ``pretrain --config pretrain.yaml [--epochs 100] [--augment.mix_alpha 0.1] [--resume] [--export NAME]``:
   contrastive pre-training; a checkpoint every epoch in ``run_dir``; ``--resume`` continues it;
   ``--export NAME`` writes the encoder to ``pretrained/`` with its manifest entry.
+- ``export --run-dir DIR --name NAME --dataset NAME``: the same export from a finished run's checkpoint.
 
 Configs are YAML (read with ``yaml.safe_load``); a bare file name means a shipped config in
 ``uclser_lib/configs/``. Every key can be overridden as ``--key value`` (nested: ``--section.key value``);
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     pt.add_argument("--resume", action="store_true", help="continue the checkpoint in run_dir")
     pt.add_argument("--export", default=None, metavar="NAME", help="write the encoder to pretrained/NAME.pt when done")
     pt.add_argument("--device", default=None)
+    exp = sub.add_parser("export", help="write the encoder of a pre-training run to pretrained/ (fp16) with its manifest entry")
+    exp.add_argument("--run-dir", required=True)
+    exp.add_argument("--name", required=True)
+    exp.add_argument("--dataset", required=True, help="the dataset it was trained on, for the manifest (e.g. course_course)")
     args, rest = parser.parse_known_args(argv)
 
     from .config import ConfigError
@@ -71,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
 
             course = prepare(args.preset, fsd_root=args.fsd_root, device=args.device)
             print(f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, features in {course.root}")
+            return 0
+        if args.command == "export":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            from .pretrained import export_encoder
+
+            entry = export_encoder(f"{args.run_dir}/checkpoint.pt", args.name, dataset=args.dataset)
+            print(f"exported pretrained/{entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}...)")
             return 0
         return pretrain_command(args, rest)
     except ConfigError as err:

@@ -139,3 +139,35 @@ def augmentation_gallery(panels, ncols: int = 6, vmin=None, vmax=None):
         bottom.set(xlabel="frame", ylabel="mel band" if k % ncols == 0 else "")
     fig.colorbar(axes[0, 0].images[0], ax=axes[0::2].ravel().tolist(), shrink=0.6, label="log10 mel energy")
     return fig
+
+
+def similarity_matrix(ax, sim: np.ndarray, n: int, title: str = "cosine similarity / τ"):
+    """The (2N, 2N) similarity matrix of NT-Xent with the positives of each anchor outlined (views 1 then views 2)."""
+    im = ax.imshow(sim, cmap="viridis")
+    for i in range(2 * n):
+        j = (i + n) % (2 * n)
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    labels = [f"{k}a" for k in range(n)] + [f"{k}b" for k in range(n)]
+    ax.set_xticks(range(2 * n), labels)
+    ax.set_yticks(range(2 * n), labels)
+    ax.set(title=title, xlabel="candidate", ylabel="anchor")
+    ax.figure.colorbar(im, ax=ax, pad=0.01)
+    return ax
+
+
+def training_curves(history: list[dict], title: str = ""):
+    """Loss per epoch and, where measured, kNN balanced accuracy on val and test; returns the Figure."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.5))
+    epochs = [h["epoch"] for h in history]
+    a.plot(epochs, [h["loss"] for h in history])
+    a.set(xlabel="epoch", ylabel="NT-Xent loss", title="pre-training loss")
+    for split in ("val", "test"):
+        pts = [(h["epoch"], h[f"{split}_knn_balanced"]) for h in history if f"{split}_knn_balanced" in h]
+        if pts:
+            b.plot(*zip(*pts), marker="o", ms=3, label=split)
+    b.set(xlabel="epoch", ylabel="balanced accuracy (%)", title="kNN monitor")
+    if b.lines:
+        b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

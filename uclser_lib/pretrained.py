@@ -44,6 +44,11 @@ def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool 
         "seed": ckpt["config"]["seed"], "epochs": ckpt["epoch"], "config": ckpt["config"],
         "knn": {k: v for k, v in last.items() if "knn" in k}, "final_loss": last["loss"],
     }  # fmt: skip
+    metrics = folder / f"{name}.metrics.json"  # the per-epoch curves, for the notebooks
+    tmp = metrics.with_name(metrics.name + ".tmp")
+    tmp.write_text(json.dumps(ckpt["history"]) + "\n")
+    os.replace(tmp, metrics)
+    entry["metrics"] = metrics.name
     manifest = read_manifest(folder)
     manifest[name] = entry
     tmp = folder / "manifest.json.tmp"
@@ -75,5 +80,6 @@ def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict
         encoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["encoder"].items()})
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit a {blob['arch']} encoder: {err}") from None
-    info = dict(entry, mean=blob["mean"], std=blob["std"], classes=blob["classes"])
+    history = json.loads((folder / entry["metrics"]).read_text()) if "metrics" in entry else []
+    info = dict(entry, mean=blob["mean"], std=blob["std"], classes=blob["classes"], history=history)
     return encoder.to(device).eval(), info

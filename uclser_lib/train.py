@@ -127,11 +127,16 @@ def embed_eval_patches(fn, packed, mean: float, std: float, device, batch_size: 
     return torch.cat(outs), clip_index
 
 
-def knn_evaluate(model: ContrastiveModel, sets: dict[str, FeatureSet], mean: float, std: float, k: int, device) -> dict[str, float]:
-    """kNN monitor (SPEC section 10) on each set: ``{"<name>_knn_top1": ..., "<name>_knn_balanced": ...}`` in percent."""
+def knn_evaluate(model, sets: dict[str, FeatureSet], mean: float, std: float, k: int = 200, device=None) -> dict[str, float]:
+    """kNN monitor (SPEC section 10) on each set: ``{"<name>_knn_top1": ..., "<name>_knn_balanced": ...}`` in percent.
+
+    ``model``: encoder + head (pre-training) or any callable (B, 1, 101, 96) -> (B, D), e.g. ``encoder.embed``.
+    """
+    device = pick_device(device)
     out = {}
     for name, fs in sets.items():
         emb, clip_index = embed_eval_patches(model, fs.clips, mean, std, device)
+        emb = torch.nn.functional.normalize(emb, dim=1)  # cosine similarity, also for a bare encoder's embeddings
         labels = fs.clips.labels.to(emb.device)[clip_index]
         fewest_outside = len(emb) - int(torch.bincount(clip_index).max())  # small sets cap k
         res = knn_monitor(emb, labels, clip_index, k=min(k, fewest_outside), n_classes=len(fs.classes))
