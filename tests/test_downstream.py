@@ -1,0 +1,222 @@
+"""Linear evaluation and fine-tuning: cached == slow path, frozen = eval mode, selection rule, tasks, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from uclser_lib.data import FeatureSet, PackedClips, paper_splits
+from uclser_lib.downstream import (
+    FinetuneConfig,
+    LinearEvalConfig,
+    LinearProbe,
+    evaluate,
+    finetune,
+    linear_eval,
+    run_seeds,
+    subsample_per_class,
+    task_splits,
+)
+from uclser_lib.features import DEFAULT_PARAMS
+from uclser_lib.models import Encoder, build_encoder
+from uclser_lib.train import feature_stats
+
+N_CLASSES = 4
+
+
+def make_set(n, seed, amp=2.0, label_noise=0.0, clean=False) -> FeatureSet:
+    """Clips of 101-259 frames whose class raises a band of 10 bands by ``amp`` (noise std 0.5);
+    a share ``label_noise`` of the labels is redrawn uniformly."""
+    rng = np.random.default_rng(seed)
+    clips, labels = [], []
+    for i in range(n):
+        c = i % N_CLASSES
+        x = rng.normal(-3, 0.5, (int(rng.integers(101, 260)), 96)).astype(np.float32)
+        x[:, 10 + 20 * c : 20 + 20 * c] += amp
+        clips.append(x)
+        labels.append(int(rng.integers(N_CLASSES)) if rng.random() < label_noise else c)
+    return FeatureSet(PackedClips.from_list(clips, labels), [f"{seed}_{i}.wav" for i in range(n)], np.full(n, clean),
+                      np.zeros(n, bool), [f"c{c}" for c in range(N_CLASSES)], DEFAULT_PARAMS)  # fmt: skip
+
+
+class TinyEncoder(Encoder):
+    """Conv 3x3 (2 ch) -> BatchNorm -> ReLU -> average pool to (1, 8) -> 16-d embedding: cheap, with BN statistics."""
+
+    def __init__(self, embedding_dim=16, classifier_in=None):
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        gen = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen))
+        self.bn = nn.BatchNorm2d(2)
+        self.pool = nn.AdaptiveAvgPool2d((1, 8))
+        self.fc = nn.Linear(classifier_in or embedding_dim, N_CLASSES)
+
+    def embed(self, x):
+        return self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1)
+
+    def classifier(self):
+        return self.fc
+
+
+def sets(n_train=24, **kw):
+    return make_set(n_train, 0, **kw), make_set(12, 1), make_set(12, 2)
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_cached_path_equals_slow_path():
+    train, val, test = sets(label_noise=0.3, amp=0.5)
+    mean, std = feature_stats(train.clips)
+    cfg = LinearEvalConfig(epochs=5, batch_size=5, lr=0.5, milestones=[3], seed=7)
+    fast = linear_eval(TinyEncoder(), mean, std, train, val, test, cfg, device="cpu", progress=False)
+    slow = linear_eval(TinyEncoder(), mean, std, train, val, test, cfg, device="cpu", progress=False, cached=False)
+    torch.testing.assert_close(fast.head.weight, slow.head.weight, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.head.bias, slow.head.bias, atol=1e-5, rtol=0)
+    assert [h["loss"] for h in fast.history] == pytest.approx([h["loss"] for h in slow.history], abs=1e-5)
+    assert [h["val_balanced"] for h in fast.history] == [h["val_balanced"] for h in slow.history]
+    assert fast.best_epoch == slow.best_epoch
+    # another seed draws other patches and batches: the comparison above is not vacuous
+    other = linear_eval(TinyEncoder(), mean, std, train, val, test, LinearEvalConfig(**{**cfg.to_dict(), "seed": 8}),
+                        device="cpu", progress=False)  # fmt: skip
+    assert not torch.allclose(other.head.weight, fast.head.weight, atol=1e-3)
+
+
+def test_linear_eval_freezes_the_encoder_in_eval_mode():
+    train, val, test = make_set(8, 0), make_set(4, 1), make_set(4, 2)
+    mean, std = feature_stats(train.clips)
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet18", n_classes=20).train()  # as the released code left it (SPEC 12)
+    before = snapshot(encoder)
+    res = linear_eval(encoder, mean, std, train, val, test, LinearEvalConfig(epochs=2, batch_size=4), device="cpu", progress=False)
+    assert not encoder.training and all(not m.training for m in encoder.modules())
+    after = encoder.state_dict()
+    for k, v in before.items():  # weights and BatchNorm running statistics (and their counters) unchanged
+        assert torch.equal(v, after[k]), k
+    assert isinstance(res.model, LinearProbe) and res.head.weight.shape == (N_CLASSES, 512)
+    res.model.train()  # the probe's train mode trains the head only: the encoder stays frozen = eval
+    assert res.model.head.training and not res.model.encoder.training
+
+
+def test_linear_eval_learns_and_reports_the_restored_best_head():
+    train, val, test = sets()
+    mean, std = feature_stats(train.clips)
+    res = linear_eval(TinyEncoder(), mean, std, train, val, test, LinearEvalConfig(epochs=8, batch_size=8, milestones=[5]),
+                      device="cpu", progress=False)  # fmt: skip
+    assert res.val["balanced"] >= 90 and res.test["balanced"] >= 75  # chance: 25
+    assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
+    assert [h["lr"] for h in res.history] == pytest.approx([0.1] * 5 + [0.01] * 3)
+    assert evaluate(res.model, val, mean, std)["balanced"] == pytest.approx(res.val["balanced"])
+    assert res.val["confusion"].shape == (N_CLASSES, N_CLASSES) and res.val["confusion"].sum() == len(val)
+    assert set(res.test) >= {"top1", "balanced", "top3", "per_class", "confusion"}
+
+
+def test_selection_takes_the_best_val_epoch_and_its_test_metrics():
+    # noisy labels, a weak signal and a large lr: validation accuracy goes up and down
+    train, val, test = make_set(32, 0, amp=0.3, label_noise=0.5), make_set(16, 1, amp=0.3), make_set(16, 2, amp=0.3)
+    mean, std = feature_stats(train.clips)
+    cfg = LinearEvalConfig(epochs=12, batch_size=8, lr=1.0, milestones=[100])
+    res = linear_eval(TinyEncoder(), mean, std, train, val, test, cfg, device="cpu", progress=False)
+    val_curve = [h["val_balanced"] for h in res.history]
+    assert res.best_epoch == 1 + int(np.argmax(val_curve))  # the first best epoch
+    assert val_curve[-1] < max(val_curve), "setup: the last epoch should not be the best one"
+    assert res.val["balanced"] == max(val_curve)
+    assert res.test["balanced"] == res.history[res.best_epoch - 1]["test_balanced"]
+    # the returned model holds the best epoch's weights, not the last epoch's
+    assert evaluate(res.model, val, mean, std)["balanced"] == pytest.approx(max(val_curve))
+    assert evaluate(res.model, test, mean, std)["balanced"] == pytest.approx(res.test["balanced"])
+
+
+def test_finetune_trains_a_copy_end_to_end_and_learns():
+    train, val, test = make_set(16, 0), make_set(8, 1), make_set(8, 2)
+    mean, std = feature_stats(train.clips)
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet18", n_classes=20)
+    before = snapshot(encoder)
+    res = finetune(encoder, mean, std, train, val, test, FinetuneConfig(epochs=4, batch_size=8, milestones=[100]),
+                   device="cpu", progress=False)  # fmt: skip
+    for k, v in encoder.state_dict().items():  # the caller's encoder is untouched
+        assert torch.equal(v, before[k]), k
+    tuned = res.model.state_dict()
+    assert not torch.allclose(tuned["conv1.weight"], before["conv1.weight"])  # the encoder itself was trained
+    assert not torch.equal(tuned["bn1.running_mean"], before["bn1.running_mean"])  # BN in train mode while training
+    assert res.head.weight.shape == (N_CLASSES, 512)  # a fresh classifier for the task's classes
+    assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
+    assert res.val["balanced"] > 50  # chance: 25
+    assert evaluate(res.model, val, mean, std)["balanced"] == pytest.approx(res.val["balanced"])
+
+
+def test_bad_input_is_refused_clearly():
+    train, val, test = sets()
+    mean, std = feature_stats(train.clips)
+    kw = dict(cfg=LinearEvalConfig(epochs=1), device="cpu", progress=False)
+    with pytest.raises(ValueError, match="head takes 32-d inputs but .* gives 16-d"):
+        LinearProbe(TinyEncoder(), nn.Linear(32, N_CLASSES))
+    with pytest.raises(ValueError, match="embed gives 16-d embeddings but encoder.embedding_dim is 20"):
+        linear_eval(TinyEncoder(embedding_dim=20), mean, std, train, val, test, **kw)
+    with pytest.raises(ValueError, match="classifier takes 9-d inputs but its embedding_dim is 16"):
+        finetune(TinyEncoder(classifier_in=9), mean, std, train, val, test, FinetuneConfig(epochs=1), device="cpu", progress=False)
+    renamed = val.subset(np.arange(len(val)))
+    renamed.classes = ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="val split has classes .*'a'.* share one class list"):
+        linear_eval(TinyEncoder(), mean, std, train, renamed, test, **kw)
+    with pytest.raises(ValueError, match=r"\['c3'\] have no val clip"):
+        linear_eval(TinyEncoder(), mean, std, train, val.subset(val.labels != 3), test, **kw)
+    with pytest.raises(ValueError, match=r"\['c0'\] have no train clip"):
+        finetune(TinyEncoder(), mean, std, train.subset(train.labels != 0), val, test, FinetuneConfig(epochs=1), device="cpu", progress=False)
+    unlabelled = make_set(12, 2)
+    unlabelled.clips.labels[5] = -1
+    with pytest.raises(ValueError, match="test split: clip '2_5.wav' has label -1"):
+        linear_eval(TinyEncoder(), mean, std, train, val, unlabelled, **kw)
+    with pytest.raises(ValueError, match="std > 0"):
+        linear_eval(TinyEncoder(), mean, 0.0, train, val, test, **kw)
+    with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
+        FinetuneConfig(batch_size=0)
+
+
+def test_tasks_and_empty_splits():
+    train = make_set(40, 0, clean=False)
+    train.clean[:16] = True  # 4 clean clips per class
+    test = make_set(8, 3, clean=True)
+    splits = paper_splits(train, test, seed=1)
+    tr, va, te = task_splits(splits, "noisy")
+    assert (len(tr), len(va), te) == (24, 16, test) and not tr.clean.any() and va.clean.all()
+    tr, va, te = task_splits(splits, "clean")
+    assert tr.clean.all() and va.clean.all() and not set(tr.fnames) & set(va.fnames)
+    assert sorted(va.labels.tolist()) == [0, 1, 2, 3] and len(tr) == 12
+    with pytest.raises(ValueError, match="unknown downstream task 'fewshot'"):
+        task_splits(splits, "fewshot")
+    with pytest.raises(ValueError, match=r"needs split\(s\) \['clean_val'\]"):
+        task_splits({k: v for k, v in splits.items() if k != "clean_val"}, "clean")
+    with pytest.raises(ValueError, match="empty after filtering"):  # no clean clip: no clean task
+        paper_splits(make_set(8, 0, clean=False), test)
+
+
+def test_subsample_per_class_proportions_nesting_and_determinism():
+    fs = make_set(80, 0)  # 20 clips per class
+    for fraction, per_class in ((0.01, 1), (0.05, 1), (0.1, 2), (0.25, 5), (0.5, 10), (1.0, 20)):
+        sub = subsample_per_class(fs, fraction, seed=3)
+        assert np.bincount(sub.labels, minlength=N_CLASSES).tolist() == [per_class] * N_CLASSES
+        index = [fs.fnames.index(f) for f in sub.fnames]
+        assert index == sorted(index) and np.array_equal(fs.labels[index], sub.labels)  # original order and labels
+        assert torch.equal(sub.clips.clip(0), fs.clips.clip(index[0]))
+    a, b = subsample_per_class(fs, 0.25, seed=3), subsample_per_class(fs, 0.25, seed=3)
+    assert a.fnames == b.fnames
+    assert subsample_per_class(fs, 0.25, seed=4).fnames != a.fnames
+    assert set(subsample_per_class(fs, 0.1, seed=3).fnames) < set(a.fnames)  # nested across fractions
+    for bad in (0, -0.1, 5):
+        with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+            subsample_per_class(fs, bad, seed=3)
+
+
+def test_run_seeds():
+    mean, std = run_seeds(lambda s: float(s * 2), [1, 2, 3, 6])
+    assert mean == pytest.approx(6.0) and std == pytest.approx(np.std([2, 4, 6, 12], ddof=1))
+    assert run_seeds(lambda s: 5.0, [0]) == (5.0, 0.0)
+    with pytest.raises(ValueError, match="at least one seed"):
+        run_seeds(lambda s: 1.0, [])
+    with pytest.raises(ValueError, match="non-finite"):
+        run_seeds(lambda s: float("nan"), [0, 1])

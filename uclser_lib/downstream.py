@@ -1,0 +1,443 @@
+"""Linear evaluation and end-to-end fine-tuning on the downstream tasks (SPEC sections 2, 9, 10).
+
+Both stages train with cross-entropy on one patch per clip per epoch (no augmentation), SGD with a
+multistep schedule, score val and test every epoch at clip level (mean softmax over a clip's evaluation
+patches) and keep the epoch with the best validation balanced accuracy; the test metrics reported are
+those of that epoch.
+
+- :func:`linear_eval`: the encoder is frozen IN EVAL MODE (the released code left BatchNorm in train
+  mode, SPEC section 12) and only a linear layer is trained. Since nothing changes the embeddings, every
+  evaluation patch (starts 0, 50, 100, ...) of every clip is embedded once; each epoch then draws one of
+  a clip's cached patches, so the whole evaluation costs one pass of the encoder plus seconds. (The
+  training patch start is thus drawn on the 50-frame evaluation grid rather than uniformly, SPEC 4.)
+- :func:`finetune`: a copy of the encoder with a fresh classifier is trained end to end on one random
+  patch per clip per epoch (SPEC section 4's start law); bf16 autocast and channels_last on CUDA.
+
+Tasks (SPEC section 2): :func:`task_splits` picks (train, val, test) among :func:`~uclser_lib.data.paper_splits`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import EVAL_HOP, FeatureSet, PackedClips
+from .evaluate import clip_metrics, clip_predictions
+from .models import Encoder
+from .runtime import PAPER_SEED, pick_device
+from .train import TrainingDiverged, embed_eval_patches
+from .views import check_lengths, epoch_batches, eval_patches, gather_patches, randint_below, random_patches
+
+#: The downstream tasks: split names of :func:`~uclser_lib.data.paper_splits` as (train, val, test).
+TASKS = {"noisy": ("pretrain", "val", "test"), "clean": ("clean_train", "clean_val", "test")}
+
+#: Clips embedded per call of the encoder pass (bounds the memory of the gathered patches).
+_CLIPS_PER_CHUNK = 512
+
+
+# ---------------------------------------------------------------------------------------------
+# Configurations and result
+
+
+@dataclass
+class SupervisedConfig:
+    """Settings shared by linear evaluation and fine-tuning (SPEC section 9). Epochs and milestones count from 1."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: list[int] = field(default_factory=lambda: [80, 160])
+    gamma: float = 0.1
+    seed: int = PAPER_SEED
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if not (self.lr > 0 and self.gamma > 0 and self.momentum >= 0 and self.weight_decay >= 0):
+            raise ValueError(
+                f"expected lr > 0, gamma > 0, momentum >= 0, weight_decay >= 0; got lr={self.lr}, gamma={self.gamma}, "
+                f"momentum={self.momentum}, weight_decay={self.weight_decay}"
+            )
+        self.milestones = [int(m) for m in self.milestones]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LinearEvalConfig(SupervisedConfig):
+    """Linear evaluation: SGD (momentum 0.9, wd 1e-4), lr 0.1, 200 epochs, lr x0.1 at 80 and 160, batch 128."""
+
+    lr: float = 0.1
+
+
+@dataclass
+class FinetuneConfig(SupervisedConfig):
+    """Fine-tuning: as linear evaluation but lr 0.01; bf16 autocast and channels_last apply on CUDA only."""
+
+    lr: float = 0.01
+    bf16: bool = True
+    channels_last: bool = True
+
+
+@dataclass
+class DownstreamResult:
+    """What :func:`linear_eval` and :func:`finetune` return.
+
+    ``model`` maps patches (B, 1, 101, 96) to logits (B, C) with the weights of ``best_epoch`` (1-based), in
+    eval mode: a :class:`LinearProbe` for linear evaluation, the fine-tuned encoder for fine-tuning.
+    ``val`` / ``test``: :func:`~uclser_lib.evaluate.clip_metrics` at that epoch (``top1``, ``balanced``,
+    ``top3`` in %, ``per_class``, ``confusion``). ``history``: one dict per epoch (``epoch``, ``loss``
+    (mean cross-entropy over the epoch's clips), ``lr``, ``val_top1``, ``val_balanced``, ``test_top1``,
+    ``test_balanced``, ``seconds``).
+    """
+
+    model: Encoder
+    history: list[dict]
+    best_epoch: int
+    val: dict
+    test: dict
+    classes: list[str]
+    config: dict
+
+    @property
+    def head(self) -> nn.Linear:
+        """The trained final linear layer."""
+        return self.model.classifier()
+
+
+class LinearProbe(Encoder):
+    """A frozen encoder with a linear layer on its embedding: (B, 1, 101, 96) -> logits (B, C).
+
+    Frozen means eval mode: ``train()`` leaves the encoder in eval mode. ``ValueError`` when ``head`` does
+    not take the encoder's ``embedding_dim`` inputs.
+    """
+
+    def __init__(self, encoder: Encoder, head: nn.Linear):
+        super().__init__()
+        if head.in_features != encoder.embedding_dim:
+            raise ValueError(
+                f"the linear head takes {head.in_features}-d inputs but the encoder ({type(encoder).__name__}) "
+                f"gives {encoder.embedding_dim}-d embeddings"
+            )
+        self.encoder = encoder.eval()
+        self.head = head
+        self.embedding_dim = encoder.embedding_dim
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.embed(x)
+
+    def classifier(self) -> nn.Linear:
+        return self.head
+
+    def train(self, mode: bool = True) -> "LinearProbe":
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits, label subsets, seeds
+
+
+def task_splits(splits: dict[str, FeatureSet], task: str) -> tuple[FeatureSet, FeatureSet, FeatureSet]:
+    """(train, val, test) of a downstream task from :func:`~uclser_lib.data.paper_splits`' dict.
+
+    ``"noisy"``: train on the noisy subset with its noisy labels (``pretrain``), select on the clean subset
+    (``val``), test on ``test``. ``"clean"``: train on ``clean_train``, select on ``clean_val``, test on ``test``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown downstream task {task!r}; expected one of {sorted(TASKS)}")
+    missing = [name for name in TASKS[task] if name not in splits]
+    if missing:
+        raise ValueError(f"task {task!r} needs split(s) {missing}, absent from the given splits {sorted(splits)}")
+    return tuple(splits[name] for name in TASKS[task])
+
+
+def subsample_per_class(fs: FeatureSet, fraction: float, seed: int = PAPER_SEED) -> FeatureSet:
+    """Keep ``fraction`` (in (0, 1], e.g. 0.05 for 5 %) of each class's clips, at least one per present class.
+
+    Per class, ``max(1, round(fraction * n_c))`` clips: the first ones of a permutation seeded by ``seed``,
+    so with one seed the smaller subsets are nested in the larger ones. Clips keep their original order.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1] (e.g. 0.05 for 5 % of the labels), got {fraction}")
+    rng = np.random.default_rng(seed)
+    labels = fs.labels
+    keep = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        keep.extend(members[: max(1, int(round(fraction * len(members))))].tolist())
+    return fs.subset(np.sort(keep))
+
+
+def run_seeds(fn, seeds) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for one seed) of ``fn(seed)`` (a number) over ``seeds``.
+
+    E.g. ``run_seeds(lambda s: linear_eval(..., cfg=LinearEvalConfig(seed=s)).test["balanced"], [1, 2, 3])``.
+    """
+    values = np.array([float(fn(s)) for s in seeds])
+    if len(values) == 0:
+        raise ValueError("run_seeds needs at least one seed")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"run_seeds: fn returned a non-finite value: {values.tolist()}")
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks and shared pieces
+
+
+def _check_sets(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> int:
+    """The number of classes; ``ValueError`` for an empty split, differing class lists, labels out of range,
+    or a class without a training or a validation clip."""
+    classes = list(train.classes)
+    n = len(classes)
+    sets = {"train": train, "val": val, "test": test}
+    for name, fs in sets.items():
+        if len(fs) == 0:
+            raise ValueError(f"the {name} split is empty (no clip left after filtering)")
+        if list(fs.classes) != classes:
+            raise ValueError(f"the {name} split has classes {fs.classes} but train has {classes}: the splits must share one class list")
+        bad = np.flatnonzero((fs.labels < 0) | (fs.labels >= n))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"the {name} split: clip {fs.fnames[i]!r} has label {int(fs.labels[i])}, expected 0..{n - 1} ({len(bad)} such clips)")
+    for name in ("train", "val"):
+        missing = sorted(set(range(n)) - set(sets[name].labels.tolist()))
+        if missing:
+            raise ValueError(
+                f"class(es) {[classes[c] for c in missing]} have no {name} clip: every class needs training "
+                "and validation clips (model selection uses the balanced accuracy over all classes)"
+            )
+    return n
+
+
+def _check_stats(mean: float, std: float) -> None:
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"normalisation mean / std must be finite with std > 0, got {mean} / {std}")
+
+
+def _fresh_linear(in_dim: int, out_dim: int, generator: torch.Generator) -> nn.Linear:
+    """nn.Linear(in_dim, out_dim) with PyTorch's default law (weight and bias ~ U(+-1/sqrt(in_dim))), drawn from ``generator``."""
+    layer = nn.utils.skip_init(nn.Linear, in_dim, out_dim)
+    bound = 1.0 / math.sqrt(in_dim)
+    with torch.no_grad():
+        nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
+
+
+def _patch_outputs(fn, packed: PackedClips, mean: float, std: float, device, desc: str = "", progress: bool = False):
+    """``fn`` on every evaluation patch of ``packed`` (normalised), a chunk of clips at a time.
+
+    Returns outputs (P, D) float32 and the clip of each patch (P,), on ``device``.
+    """
+    outs, index = [], []
+    o = packed.offsets
+    for a in tqdm(range(0, len(packed), _CLIPS_PER_CHUNK), desc=desc, leave=False, disable=not progress):
+        b = min(a + _CLIPS_PER_CHUNK, len(packed))
+        chunk = PackedClips(packed.data[int(o[a]) : int(o[b])], o[a : b + 1] - o[a], packed.labels[a:b])
+        out, clip_index = embed_eval_patches(fn, chunk, mean, std, device)
+        outs.append(out)
+        index.append(clip_index + a)
+    return torch.cat(outs), torch.cat(index)
+
+
+def _score(logits: torch.Tensor, clip_index: torch.Tensor, labels) -> dict:
+    """Clip metrics from patch logits (P, C): softmax per patch, mean per clip (SPEC section 10)."""
+    clips, probs, _ = clip_predictions(torch.softmax(logits.float(), dim=1), clip_index)
+    return clip_metrics(probs, torch.as_tensor(labels)[clips.cpu()])
+
+
+def evaluate(model: nn.Module, fs: FeatureSet, mean: float, std: float, device=None) -> dict:
+    """Clip-level metrics of ``model`` (patches (B, 1, 101, 96) -> logits) on ``fs``, run in eval mode.
+
+    ``device`` defaults to the model's. Returns :func:`~uclser_lib.evaluate.clip_metrics`' dict.
+    """
+    _check_stats(mean, std)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    logits, clip_index = _patch_outputs(model, fs.clips, mean, std, device)
+    if logits.shape[1] != len(fs.classes):
+        raise ValueError(f"the model gives {logits.shape[1]} logits but the set has {len(fs.classes)} classes")
+    return _score(logits, clip_index, fs.labels)
+
+
+def _fit(module: nn.Module, batch_input, labels: torch.Tensor, score, cfg: SupervisedConfig, generator, device,
+         autocast, progress: bool, desc: str):  # fmt: skip
+    """Train every parameter of ``module`` with cross-entropy; select the epoch of best validation balanced accuracy.
+
+    ``batch_input(idx, generator)`` gives the module's input for the clips ``idx``; ``score()`` gives the
+    (val, test) clip metrics of the module in its current state. On return ``module`` holds the weights
+    of the best epoch, in eval mode. Returns (best_epoch, val, test, history).
+    """
+    optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
+    history, best, best_state = [], None, None
+    bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        module.train()
+        total = torch.zeros((), device=device)
+        for idx in epoch_batches(len(labels), cfg.batch_size, generator, device=device):
+            x = batch_input(idx, generator)
+            with autocast:
+                logits = module(x)
+            loss = F.cross_entropy(logits.float(), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(idx)
+        scheduler.step()
+        epoch_loss = float(total) / len(labels)
+        if not math.isfinite(epoch_loss):
+            raise TrainingDiverged(f"{desc}, epoch {epoch + 1}: the loss is {epoch_loss}; stopped (lower the lr?)")
+        module.eval()
+        val, test = score()
+        history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_top1": val["top1"],
+                        "val_balanced": val["balanced"], "test_top1": test["top1"], "test_balanced": test["balanced"],
+                        "seconds": round(time.perf_counter() - t0, 3)})  # fmt: skip
+        if best is None or val["balanced"] > best[1]["balanced"]:
+            best = (epoch + 1, val, test)
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        bar.set_postfix(loss=f"{epoch_loss:.3f}", val=f"{val['balanced']:.1f}", test=f"{test['balanced']:.1f}", best=best[0])
+    module.load_state_dict(best_state)
+    module.eval()
+    return (*best, history)
+
+
+# ---------------------------------------------------------------------------------------------
+# The two stages
+
+
+def linear_eval(
+    encoder: Encoder,
+    mean: float,
+    std: float,
+    train: FeatureSet,
+    val: FeatureSet,
+    test: FeatureSet,
+    cfg: LinearEvalConfig | None = None,
+    device=None,
+    progress: bool = True,
+    cached: bool = True,
+) -> DownstreamResult:
+    """Linear evaluation of a frozen ``encoder``: train ``Linear(embedding_dim, n_classes)`` with cross-entropy.
+
+    ``mean`` / ``std``: the normalisation the encoder was trained with (the pre-training set's
+    :func:`~uclser_lib.train.feature_stats`). The encoder is put in eval mode and moved to ``device``; its
+    weights and BatchNorm statistics are not changed. Each epoch draws, per clip, one of its evaluation
+    patches (starts 0, 50, 100, ...). ``cached=True`` embeds all of them once up front; ``cached=False`` runs
+    the encoder on the drawn patches every epoch (the slow reference path: same draws, same result up to
+    float rounding). Returns a :class:`DownstreamResult` whose ``model`` is a :class:`LinearProbe`.
+    """
+    cfg = cfg or LinearEvalConfig()
+    device = pick_device(device)
+    n_classes = _check_sets(train, val, test)
+    _check_stats(mean, std)
+    encoder = encoder.eval().to(device)
+    dim = encoder.embedding_dim
+
+    def embed(fs: FeatureSet, name: str):
+        emb, clip_index = _patch_outputs(encoder.embed, fs.clips, mean, std, device, f"embedding {name}", progress)
+        if emb.shape[1] != dim:
+            raise ValueError(f"encoder.embed gives {emb.shape[1]}-d embeddings but encoder.embedding_dim is {dim}")
+        return emb, clip_index
+
+    scored = [(val, *embed(val, "val")), (test, *embed(test, "test"))]
+    if cached:
+        train_emb, train_index = embed(train, "train")
+    else:
+        train_index = eval_patches(train.clips)[1].to(device)
+    counts = torch.bincount(train_index, minlength=len(train))
+    first = torch.cumsum(counts, 0) - counts  # index of each training clip's first patch
+    if cached:
+
+        def batch_input(idx, gen):
+            return train_emb[first[idx] + randint_below(counts[idx], gen)]
+
+    else:
+        packed = train.clips.to(device)
+
+        @torch.no_grad()
+        def batch_input(idx, gen):
+            patches = gather_patches(packed, idx, randint_below(counts[idx], gen) * EVAL_HOP)
+            return encoder.embed(((patches - mean) / std)[:, None]).float()
+
+    @torch.no_grad()
+    def score():
+        return tuple(_score(head(emb), clip_index, fs.labels) for fs, emb, clip_index in scored)
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    head = _fresh_linear(dim, n_classes, generator).to(device)
+    labels = train.clips.labels.to(device)
+    best_epoch, val_m, test_m, history = _fit(head, batch_input, labels, score, cfg, generator, device,
+                                              contextlib.nullcontext(), progress, "linear eval")  # fmt: skip
+    return DownstreamResult(LinearProbe(encoder, head), history, best_epoch, val_m, test_m, list(train.classes), cfg.to_dict())
+
+
+def finetune(
+    encoder: Encoder,
+    mean: float,
+    std: float,
+    train: FeatureSet,
+    val: FeatureSet,
+    test: FeatureSet,
+    cfg: FinetuneConfig | None = None,
+    device=None,
+    progress: bool = True,
+) -> DownstreamResult:
+    """Fine-tune a copy of ``encoder`` end to end with a fresh ``Linear(embedding_dim, n_classes)`` classifier.
+
+    The caller's encoder is not modified. One random patch per clip per epoch (SPEC section 4), normalised
+    with ``mean`` / ``std``, no augmentation. For the supervised baseline pass a fresh
+    :func:`~uclser_lib.models.build_encoder`. Returns a :class:`DownstreamResult` whose ``model`` is the
+    fine-tuned encoder at the best validation epoch.
+    """
+    cfg = cfg or FinetuneConfig()
+    device = pick_device(device)
+    n_classes = _check_sets(train, val, test)
+    _check_stats(mean, std)
+    old = encoder.classifier()
+    if old.in_features != encoder.embedding_dim:
+        raise ValueError(
+            f"{type(encoder).__name__}'s classifier takes {old.in_features}-d inputs but its embedding_dim is {encoder.embedding_dim}"
+        )
+    names = [name for name, child in encoder.named_children() if child is old]
+    if not names:
+        raise ValueError(f"{type(encoder).__name__}.classifier() is not a direct child module; cannot replace it")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = copy.deepcopy(encoder)
+    setattr(model, names[0], _fresh_linear(encoder.embedding_dim, n_classes, generator))
+    model.requires_grad_(True).to(device)
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    packed = train.clips.to(device)
+    check_lengths(packed.lengths)
+
+    def batch_input(idx, gen):
+        x = ((random_patches(packed, idx, gen, check=False) - mean) / std)[:, None]
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    def score():
+        with autocast:
+            return evaluate(model, val, mean, std, device), evaluate(model, test, mean, std, device)
+
+    best_epoch, val_m, test_m, history = _fit(model, batch_input, packed.labels, score, cfg, generator, device,
+                                              autocast, progress, "fine-tune")  # fmt: skip
+    return DownstreamResult(model, history, best_epoch, val_m, test_m, list(train.classes), cfg.to_dict())
