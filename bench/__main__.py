@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         from .bench_views import bench_views
 
         res["views"] = bench_views(device, batch_sizes=(16,) if quick else (128, 512), n_clips=200 if quick else 2000,
-                                   seconds=0.5 if quick else 5.0)  # fmt: skip
+                                   seconds=0.5 if quick else 3.0)  # fmt: skip
         print(json.dumps(res["views"], indent=1), flush=True)
     res["train_step"] = []
     if "train" in sections:
@@ -103,9 +103,13 @@ def main(argv=None) -> int:
             grid += [(a, b, True, False, cuda) for a in ("vgglike", "crnn") for b in (128, 512)]
             grid += [("resnet18", 128, False, False, False), ("resnet18", 512, False, False, False)]
             if cuda:
-                grid += [("resnet18", 128, True, True, True), ("resnet18", 512, True, True, True)]
+                grid += [("resnet18", 128, True, True, True)]
         for arch, batch, bf16, comp, graphed in grid:
-            r = bench_train_step(device, arch, batch, bf16=bf16, channels_last=bf16, compile=comp, graphed=graphed, n_clips=n_clips, **steps)
+            try:
+                r = bench_train_step(device, arch, batch, bf16=bf16, channels_last=bf16, compile=comp, graphed=graphed, n_clips=n_clips, **steps)
+            except Exception as err:  # noqa: BLE001 — report and go on with the other settings
+                print(f"FAILED {arch} b{batch} compile={comp} graphed={graphed}: {err!r}", flush=True)
+                continue
             res["train_step"].append(r)
             print(json.dumps(r), flush=True)
     if "knn" in sections:

@@ -5,6 +5,8 @@
   contrastive pre-training; a checkpoint every epoch in ``run_dir``; ``--resume`` continues it;
   ``--export NAME`` writes the encoder to ``pretrained/`` with its manifest entry.
 - ``export --run-dir DIR --name NAME --dataset NAME``: the same export from a finished run's checkpoint.
+- ``evaluate --encoder course-resnet18 [--seeds 0 1 2] [--epochs 200] [--out FILE]``: linear evaluation and
+  fine-tuning on both downstream tasks, the pre-trained encoder vs random init (:mod:`uclser_lib.experiments`).
 
 Configs are YAML (read with ``yaml.safe_load``); a bare file name means a shipped config in
 ``uclser_lib/configs/``. Every key can be overridden as ``--key value`` (nested: ``--section.key value``);
@@ -48,6 +50,38 @@ def pretrain_command(args, overrides: list[str]) -> int:
     return 0
 
 
+def evaluate_command(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .data import prepare
+    from .downstream import FinetuneConfig, LinearEvalConfig
+    from .experiments import compare_inits, label_efficiency
+    from .pretrained import load_pretrained
+
+    encoder, info = load_pretrained(args.encoder, device="cpu")
+    preset = info["dataset"].removeprefix("course_") if info["dataset"].startswith("course_") else None
+    course = prepare(preset, device=args.device)
+    splits = course.splits()
+    milestones = [int(args.epochs * 0.4), int(args.epochs * 0.8)]
+    linear_cfg, finetune_cfg = LinearEvalConfig(epochs=args.epochs, milestones=milestones), FinetuneConfig(epochs=args.epochs, milestones=milestones)
+    results = compare_inits(encoder, info["mean"], info["std"], splits, args.seeds, linear_cfg=linear_cfg,
+                            finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
+    if args.label_efficiency:
+        results["label_efficiency"] = label_efficiency(encoder, info["mean"], info["std"], splits, seeds=args.seeds,
+                                                       finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
+    results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds)
+    out = Path(args.out or f"runs/results-{args.encoder}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out)
+    for row in results["summary"]:
+        print(f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s} test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})")
+    print(f"results in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m uclser_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--run-dir", required=True)
     exp.add_argument("--name", required=True)
     exp.add_argument("--dataset", required=True, help="the dataset it was trained on, for the manifest (e.g. course_course)")
+    ev = sub.add_parser("evaluate", help="linear evaluation + fine-tuning (noisy and clean tasks), pre-trained vs random init")
+    ev.add_argument("--encoder", required=True, help="a name in pretrained/manifest.json, e.g. course-resnet18")
+    ev.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ev.add_argument("--epochs", type=int, default=200, help="epochs of every supervised stage (lr drops at 40%% and 80%%)")
+    ev.add_argument("--label-efficiency", action="store_true", help="also fine-tune on 1-100%% of the clean labels")
+    ev.add_argument("--out", default=None, help="JSON file for the results (default runs/results-<encoder>.json)")
+    ev.add_argument("--device", default=None)
     args, rest = parser.parse_known_args(argv)
 
     from .config import ConfigError
@@ -85,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             entry = export_encoder(f"{args.run_dir}/checkpoint.pt", args.name, dataset=args.dataset)
             print(f"exported pretrained/{entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}...)")
             return 0
+        if args.command == "evaluate":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return evaluate_command(args)
         return pretrain_command(args, rest)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

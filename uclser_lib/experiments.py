@@ -1,0 +1,88 @@
+"""The course's experiments: does pre-training help? Pre-trained vs random init, over seeds.
+
+:func:`compare_inits` runs linear evaluation (frozen encoder, noisy-label task split) and end-to-end
+fine-tuning on both downstream tasks (noisy labels; few clean labels) from the pre-trained encoder and
+from a random initialisation of the same architecture, for several seeds, and summarises the test
+balanced accuracy at the best validation epoch as mean and spread. :func:`label_efficiency` does the
+same for a growing fraction of the clean labels.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from .data import FeatureSet
+from .downstream import FinetuneConfig, LinearEvalConfig, finetune, linear_eval, subsample_per_class, task_splits
+from .models import Encoder, build_encoder
+
+#: The stages of :func:`compare_inits`: (stage, task of :data:`~uclser_lib.downstream.TASKS`).
+STAGES = (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
+
+
+def _run(stage: str, encoder: Encoder, mean, std, sets, seed: int, linear_cfg, finetune_cfg, device, progress) -> dict:
+    if stage == "linear":
+        res = linear_eval(encoder, mean, std, *sets, cfg=replace(linear_cfg, seed=seed), device=device, progress=progress)
+    else:
+        res = finetune(encoder, mean, std, *sets, cfg=replace(finetune_cfg, seed=seed), device=device, progress=progress)
+    return {"test_balanced": res.test["balanced"], "test_top1": res.test["top1"], "val_balanced": res.val["balanced"],
+            "best_epoch": res.best_epoch}  # fmt: skip
+
+
+def summarise(rows: list[dict], keys=("arch", "init", "stage", "task", "fraction")) -> list[dict]:
+    """Mean and sample std of ``test_balanced`` over seeds for each combination of ``keys`` present in the rows."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r["test_balanced"])
+    return [dict(zip(keys, g), mean=float(np.mean(v)), std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n=len(v))
+            for g, v in groups.items()]  # fmt: skip
+
+
+def compare_inits(
+    encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], seeds=(0,), stages=STAGES,
+    linear_cfg: LinearEvalConfig | None = None, finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,
+) -> dict:  # fmt: skip
+    """Pre-trained ``encoder`` vs the same architecture at random init, for each stage and seed.
+
+    ``mean`` / ``std``: the pre-training normalisation (used for both inits). Returns ``{"rows": [...],
+    "summary": [...]}``: one row per (init, stage, task, seed) with test/val balanced accuracy (%) and the
+    best epoch; the summary gives mean and std over seeds.
+    """
+    linear_cfg, finetune_cfg = linear_cfg or LinearEvalConfig(), finetune_cfg or FinetuneConfig()
+    arch = _arch_name(encoder)
+    rows = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        inits = {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=encoder.classifier().out_features)}
+        for init, enc in inits.items():
+            for stage, task in stages:
+                out = _run(stage, copy.deepcopy(enc), mean, std, task_splits(splits, task), seed, linear_cfg, finetune_cfg, device, progress)
+                rows.append(dict(arch=arch, init=init, stage=stage, task=task, seed=seed, **out))
+    return {"rows": rows, "summary": summarise(rows)}
+
+
+def label_efficiency(
+    encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], fractions=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
+    seeds=(0,), finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,
+) -> dict:  # fmt: skip
+    """Fine-tuning on a fraction of the clean labels (at least one clip per class), pre-trained vs random init."""
+    finetune_cfg = finetune_cfg or FinetuneConfig()
+    train, val, test = task_splits(splits, "clean")
+    rows = []
+    for seed in seeds:
+        for fraction in fractions:
+            subset = subsample_per_class(train, fraction, seed)
+            torch.manual_seed(seed)
+            for init, enc in {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}.items():
+                out = _run("finetune", copy.deepcopy(enc), mean, std, (subset, val, test), seed, None, finetune_cfg, device, progress)
+                rows.append(dict(arch=_arch_name(encoder), init=init, stage="finetune", task="clean", fraction=fraction,
+                                 seed=seed, n_train=len(subset), **out))  # fmt: skip
+    return {"rows": rows, "summary": summarise(rows)}
+
+
+def _arch_name(encoder: Encoder) -> str:
+    names = {"ResNet18": "resnet18", "VGGLike": "vgglike", "CRNN": "crnn"}
+    return names[type(encoder).__name__]
