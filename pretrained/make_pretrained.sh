@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Remake the course's pre-trained encoders (pretrained/course-*.pt + manifest.json) with the project's own CLI:
 # the paper's recipe (pretrain.yaml) on the course dataset, EPOCHS epochs with the lr drops at 65% and 85%.
-# Usage: bash pretrained/make_pretrained.sh [EPOCHS] [PYTHON]   (one GPU: a few minutes for all three; CPU: hours)
+# Usage: bash pretrained/make_pretrained.sh [EPOCHS] [PYTHON] [PRESET] [--key value ...]
+#   (one GPU: a few minutes for all three; CPU: hours). Extra --key value pairs override pretrain.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-300}
 py=${2:-python3}
-"$py" -m uclser_lib extract --preset course
+preset=${3:-course}
+shift $(($# < 3 ? $# : 3))
+"$py" -m uclser_lib extract --preset "$preset"
 mkdir -p runs
 milestones="[$((epochs * 65 / 100)), $((epochs * 85 / 100))]"
 for arch in resnet18 vgglike crnn; do  # the three share one GPU
-  "$py" -m uclser_lib pretrain --config pretrain.yaml --data.preset course --arch "$arch" --epochs "$epochs" \
-    --milestones "$milestones" --run_dir "runs/course-$arch" > "runs/course-$arch.log" 2>&1 &
+  "$py" -m uclser_lib pretrain --config pretrain.yaml --data.preset "$preset" --arch "$arch" --epochs "$epochs" \
+    --milestones "$milestones" --run_dir "runs/course-$arch" "$@" > "runs/course-$arch.log" 2>&1 &
 done
 wait
 for arch in resnet18 vgglike crnn; do
-  "$py" -m uclser_lib export --run-dir "runs/course-$arch" --name "course-$arch" --dataset course_course
+  "$py" -m uclser_lib export --run-dir "runs/course-$arch" --name "course-$arch" --dataset "course_$preset"
 done
