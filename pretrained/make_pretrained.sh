@@ -6,7 +6,7 @@
 #   (one GPU: a few minutes for all three; CPU: hours). Extra --key value pairs override pretrain.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-epochs=${1:-300}
+epochs=${1:-200}
 py=${2:-python3}
 preset=${3:-course}
 shift $(($# < 3 ? $# : 3))
