@@ -63,3 +63,23 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch):
         pretrained.load_pretrained("tiny-resnet18")
     with pytest.raises(FileNotFoundError, match="no pre-trained encoder 'nope'"):
         pretrained.load_pretrained("nope")
+
+
+@pytest.mark.parametrize(
+    "command, extra",
+    [("linear-eval", ["--encoder", "course-vgglike", "--task", "noisy"]),
+     ("finetune", ["--encoder", "random:resnet18", "--task", "clean", "--batch_size", "16"])],  # fmt: skip
+)
+def test_downstream_commands(tmp_path, command, extra):
+    out = tmp_path / "res.json"
+    assert main([command, "--data.preset", "tiny", "--epochs", "2", "--milestones", "[1]", "--out", str(out), "--device", "cpu", *extra]) == 0
+    report = json.loads(out.read_text())
+    assert report["dataset"] == "course_tiny" and len(report["history"]) == 2 and 1 <= report["best_epoch"] <= 2
+    assert 0 <= report["test"]["balanced"] <= 100 and len(report["test_per_class"]) == 20
+
+
+def test_downstream_config_errors(capsys):
+    assert main(["linear-eval", "--data.preset", "tiny", "--task", "both"]) == 2
+    assert "config.task: expected one of ['clean', 'noisy']" in capsys.readouterr().err
+    assert main(["finetune", "--data.preset", "tiny", "--lr", "fast"]) == 2
+    assert "config.lr: expected float" in capsys.readouterr().err

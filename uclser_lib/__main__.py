@@ -5,6 +5,8 @@
   contrastive pre-training; a checkpoint every epoch in ``run_dir``; ``--resume`` continues it;
   ``--export NAME`` writes the encoder to ``pretrained/`` with its manifest entry.
 - ``export --run-dir DIR --name NAME --dataset NAME``: the same export from a finished run's checkpoint.
+- ``linear-eval --config linear_eval.yaml`` / ``finetune --config finetune.yaml [--encoder random:resnet18]
+  [--task noisy|clean]``: one downstream run; metrics (test at the best validation epoch) to ``out`` as JSON.
 - ``evaluate --encoder course-resnet18 [--seeds 0 1 2] [--epochs 200] [--out FILE]``: linear evaluation and
   fine-tuning on both downstream tasks, the pre-trained encoder vs random init (:mod:`uclser_lib.experiments`).
 
@@ -47,6 +49,41 @@ def pretrain_command(args, overrides: list[str]) -> int:
     if args.export:
         entry = export_encoder(f"{run_dir}/checkpoint.pt", args.export, dataset=course.name)
         print(f"exported pretrained/{entry['file']} (sha256 {entry['sha256'][:12]}...)")
+    return 0
+
+
+def downstream_command(args, overrides: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from .config import ConfigError, build, merge, parse_overrides, read_yaml
+    from .downstream import TASKS, FinetuneConfig, LinearEvalConfig, finetune, linear_eval, task_splits
+    from .pretrained import load_encoder
+
+    values = merge(read_yaml(args.config), parse_overrides(overrides))
+    spec, task, out = values.pop("encoder", None), values.pop("task", "noisy"), Path(values.pop("out", f"runs/{args.command}.json"))
+    if not isinstance(spec, str):
+        raise ConfigError(f"config.encoder: expected a pretrained name, a checkpoint path or random:<arch>, got {spec!r}")
+    if task not in TASKS:
+        raise ConfigError(f"config.task: expected one of {sorted(TASKS)}, got {task!r}")
+    course = _dataset(values, args.device)
+    linear = args.command == "linear-eval"
+    cfg = build(LinearEvalConfig if linear else FinetuneConfig, values)
+    splits = course.splits(cfg.seed)
+    encoder, mean, std = load_encoder(spec, splits["pretrain"])
+    run = linear_eval if linear else finetune
+    res = run(encoder, mean, std, *task_splits(splits, task), cfg=cfg, device=args.device)
+    report = {"command": args.command, "encoder": spec, "task": task, "dataset": course.name, "config": cfg.to_dict(),
+              "best_epoch": res.best_epoch, "history": res.history,
+              "val": {k: res.val[k] for k in ("top1", "balanced", "top3")},
+              "test": {k: res.test[k] for k in ("top1", "balanced", "top3")},
+              "test_per_class": dict(zip(res.classes, map(float, res.test["per_class"])))}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=float))
+    tmp.replace(out)
+    print(f"{args.command} {spec} on the {task} task: best epoch {res.best_epoch}, val balanced {res.val['balanced']:.1f}%, "
+          f"test balanced {res.test['balanced']:.1f}% (top-1 {res.test['top1']:.1f}%); metrics in {out}")  # fmt: skip
     return 0
 
 
@@ -98,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--run-dir", required=True)
     exp.add_argument("--name", required=True)
     exp.add_argument("--dataset", required=True, help="the dataset it was trained on, for the manifest (e.g. course_course)")
+    for name, default, what in (("linear-eval", "linear_eval.yaml", "linear evaluation of a frozen encoder"),
+                                ("finetune", "finetune.yaml", "fine-tuning of the whole network")):  # fmt: skip
+        ds = sub.add_parser(name, help=f"{what} from a YAML config (extra --key value pairs override it)")
+        ds.add_argument("--config", default=default, help=f"YAML file, or the name of a shipped config (default: {default})")
+        ds.add_argument("--device", default=None)
     ev = sub.add_parser("evaluate", help="linear evaluation + fine-tuning (noisy and clean tasks), pre-trained vs random init")
     ev.add_argument("--encoder", required=True, help="a name in pretrained/manifest.json, e.g. course-resnet18")
     ev.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -130,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return evaluate_command(args)
+        if args.command in ("linear-eval", "finetune"):
+            return downstream_command(args, rest)
         return pretrain_command(args, rest)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

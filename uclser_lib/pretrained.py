@@ -83,3 +83,26 @@ def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict
     history = json.loads((folder / entry["metrics"]).read_text()) if "metrics" in entry else []
     info = dict(entry, mean=blob["mean"], std=blob["std"], classes=blob["classes"], history=history)
     return encoder.to(device).eval(), info
+
+
+def load_encoder(spec: str, pretrain_set=None, device="cpu") -> tuple[Encoder, float, float]:
+    """An encoder and the normalisation it expects, from ``spec``:
+
+    a name in ``pretrained/manifest.json``; the path of a pre-training ``checkpoint.pt``; or ``random:<arch>``
+    (a fresh encoder, normalised with the statistics of ``pretrain_set``, the supervised baseline).
+    Returns ``(encoder in eval mode, mean, std)``.
+    """
+    from .train import feature_stats
+
+    if spec.startswith("random:"):
+        if pretrain_set is None:
+            raise ValueError(f"encoder {spec!r}: a random init needs the pre-training set for its mean and std")
+        mean, std = feature_stats(pretrain_set.clips)
+        return build_encoder(spec.split(":", 1)[1], n_classes=len(pretrain_set.classes)).to(device).eval(), mean, std
+    if spec.endswith(".pt") and Path(spec).is_file():
+        ckpt = load_checkpoint(spec)
+        encoder = build_encoder(ckpt["config"]["arch"], n_classes=len(ckpt["classes"]))
+        encoder.load_state_dict({k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")})
+        return encoder.to(device).eval(), ckpt["mean"], ckpt["std"]
+    encoder, info = load_pretrained(spec, device=device)
+    return encoder, info["mean"], info["std"]
