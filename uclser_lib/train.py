@@ -254,7 +254,7 @@ def pretrain(
             optimizer.step()
             total += loss.detach()
             if progress and (i % 10 == 0 or i == n_batches - 1):
-                bar.set_postfix(loss=f"{float(loss):.3f}", clips_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", clips_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
         scheduler.step()
         if world > 1:  # the mean of the ranks' losses is the global batch's loss
             torch.distributed.all_reduce(total)
