@@ -1,8 +1,10 @@
 """Benchmark suite: ``python -m bench [--quick] [--out DIR] [--device cuda|cpu]``.
 
-Measures side by side, in one run, on the device present: view building (batched on the device vs the
-per-example chain), one pre-training step (network alone vs full pipeline; fp32 vs bf16 + channels_last),
-and the kNN monitor (vectorised vs a per-clip loop). Writes ``results-<device>.json`` and a Markdown
+Measures side by side, in one run, on the device present: feature extraction (the fast batched path vs
+librosa per file, 1 and N processes), view building (batched on the device vs the per-example chain), one
+pre-training step (network alone vs full pipeline; fp32 vs bf16 + channels_last, eager vs CUDA-graph views,
+compile), the kNN monitor (vectorised vs a per-clip loop) and the real loop; with the peak host and device
+memory after each section. Writes ``results-<device>.json`` and a Markdown
 table ``results-<device>.md`` to ``--out`` (default ``$OUT`` when set, else ``bench/out``), to be copied
 into ``bench/RESULTS.md`` with the machine, command and date it prints.
 """
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -35,6 +38,15 @@ def machine(device: torch.device) -> dict:
 def markdown(res: dict) -> str:
     lines = [f"### {res['date']} — {res['machine'].get('gpu', 'CPU')} ({res['machine']['cpus']} CPUs), torch {res['machine']['torch']}",
              f"Command: `{res['command']}`", ""]  # fmt: skip
+    if res.get("features"):
+        f = res["features"]
+        w = f["workers"]
+        lines += [f"| feature extraction ({f['files']} files, {f['audio_seconds']:.0f} s of audio) | 1 process | {w} processes |", "|---|---|---|",
+                  f"| fast batched path ({f['device']}), audio s/s | {f['fast/w0']:.0f} | {f[f'fast/w{w}']:.0f} |"]  # fmt: skip
+        if "librosa/w1" in f:
+            lines += [f"| librosa per file, audio s/s | {f['librosa/w1']:.0f} | {f[f'librosa/w{w}']:.0f} |",
+                      f"| ratio | {f['fast_over_librosa/w1']:.1f}x | {f[f'fast_over_librosa/w{w}']:.1f}x |"]  # fmt: skip
+        lines.append("")
     if res.get("views"):
         v = res["views"]
         lines += ["| view building | batch | batched views/s | per-example chain views/s (DataLoader workers) | ratio |",
@@ -46,8 +58,9 @@ def markdown(res: dict) -> str:
             ref_text = ", ".join(f"{r:.0f} ({w[1:]})" for w, r in refs.items())
             lines.append(f"| paper chain | {b[1:]} | {v[key]:.0f} | {ref_text} | {v[key] / refs[best]:.1f}x vs best |")
         lines.append("")
-    lines += ["| step | arch | batch | precision | network clips/s | pipeline clips/s | pipeline/network | views % of step |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    if res["train_step"]:
+        lines += ["| step | arch | batch | precision | network clips/s | pipeline clips/s | pipeline/network | views % of step |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in res["train_step"]:
         prec = ("bf16" if r["bf16"] else "fp32") + (" + CL" if r["channels_last"] else "") + (" + compile" if r["compile"] else "")
         prec += ", graphed views" if r.get("graphed_views") else ""
@@ -59,6 +72,11 @@ def markdown(res: dict) -> str:
     if "loop_vs_vectorised" in k:
         b = k["loop_vs_vectorised"]
         lines[-1] += (f"; per-clip loop on {b['clips']} clips: {b['loop_s']:.2f} s vs {b['vectorised_s']:.3f} s vectorised ({b['speedup']:.0f}x)")
+    if res.get("memory"):
+        lines += ["", "| section | " + " | ".join(res["memory"]) + " |", "|---|" + "---|" * len(res["memory"])]
+        lines.append("| host peak so far (MB) | " + " | ".join(f"{m['host_peak_mb']:.0f}" for m in res["memory"].values()) + " |")
+        if any("device_peak_mb" in m for m in res["memory"].values()):
+            lines.append("| device peak (MB) | " + " | ".join(f"{m.get('device_peak_mb', 0):.0f}" for m in res["memory"].values()) + " |")
     if res.get("epochs"):
         e = res["epochs"]
         rates = ", ".join(f"{h['clips_per_s']:.0f}" for h in e["epochs"])
@@ -75,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test (< 2 min on 2 CPU cores); its timings mean little")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=os.environ.get("OUT") or "bench/out")
-    p.add_argument("--sections", default="views,train,knn,epochs")
+    p.add_argument("--sections", default="features,views,train,knn,epochs")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     out = Path(args.out)
@@ -87,12 +105,27 @@ def main(argv=None) -> int:
     n_clips = 300 if quick else FSD_SIZES["pretrain"]
     steps = dict(warmup=1, steps=2) if quick else dict(warmup=10, steps=30)
 
+    def memory(section: str) -> None:
+        """Host high-water mark so far (ru_maxrss, MB) and the device peak of this section (MB)."""
+        mem = {"host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if device.type == "cuda":
+            mem["device_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            torch.cuda.reset_peak_memory_stats(device)
+        res.setdefault("memory", {})[section] = mem
+
+    if "features" in sections:
+        from .bench_features import bench_features
+
+        res["features"] = bench_features(device, n_files=8 if quick else 200, max_seconds=5.0 if quick else 30.0)
+        print(json.dumps(res["features"]), flush=True)
+        memory("features")
     if "views" in sections:
         from .bench_views import bench_views
 
         res["views"] = bench_views(device, batch_sizes=(16,) if quick else (128, 512), n_clips=200 if quick else 2000,
                                    seconds=0.5 if quick else 3.0)  # fmt: skip
         print(json.dumps(res["views"], indent=1), flush=True)
+        memory("views")
     res["train_step"] = []
     if "train" in sections:
         if quick:
@@ -112,14 +145,17 @@ def main(argv=None) -> int:
                 continue
             res["train_step"].append(r)
             print(json.dumps(r), flush=True)
+        memory("train")
     if "knn" in sections:
         sizes = (60, 40) if quick else (FSD_SIZES["val"], FSD_SIZES["test"])
         res["knn"] = bench_knn(device, k=20 if quick else 200, sizes=sizes, baseline_clips=20 if quick else 300)
         print(json.dumps(res["knn"]), flush=True)
+        memory("knn")
     if "epochs" in sections:
         res["epochs"] = bench_epochs(device, epochs=1 if quick else 2, batch_size=16 if quick else 128,
                                      sizes={"pretrain": 48, "val": 20, "test": 20} if quick else None)  # fmt: skip
         print(json.dumps(res["epochs"]), flush=True)
+        memory("epochs")
     base = next((r for r in res["train_step"] if r["arch"] == "resnet18" and r["batch"] == 128 and r["bf16"] and not r["compile"]
                  and r.get("graphed_views") == (device.type == "cuda")), None)  # the default training setup
     if base and "knn" in res:

@@ -9,10 +9,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_quick_runs(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--sections", "views,train,knn"],
+    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--sections", "features,views,train,knn"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / "results-cpu.json").read_text())
     assert res["views"]["batched/b16"] > 0 and res["train_step"][0]["pipeline_clips_s"] > 0
     assert res["knn"]["loop_vs_vectorised"]["speedup"] > 0
-    assert "| SimCLR | vgglike | 16 |" in (tmp_path / "results-cpu.md").read_text()
+    md = (tmp_path / "results-cpu.md").read_text()
+    assert "| SimCLR | vgglike | 16 |" in md and "fast batched path" in md and "host peak" in md
+    assert res["features"]["fast/w0"] > 0 and res["memory"]["train"]["host_peak_mb"] > 0
