@@ -171,3 +171,88 @@ def training_curves(history: list[dict], title: str = ""):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def bars(ax, groups: list[str], series: dict[str, list[float]], errors: dict[str, list[float]] | None = None, chance: float | None = None,
+         ylabel: str = "test balanced accuracy (%)", title: str = ""):  # fmt: skip
+    """Grouped bars: one group per entry of ``groups``, one bar per series (name -> one value per group), each
+    value written above its bar; ``errors`` (same shape) draws ± error bars, ``chance`` a dotted line."""
+    x = np.arange(len(groups))
+    width = 0.8 / len(series)
+    for k, (name, values) in enumerate(series.items()):
+        err = None if errors is None else errors.get(name)
+        rects = ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, yerr=err, capsize=3, label=name)
+        ax.bar_label(rects, fmt="%.1f", fontsize=7, padding=2)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    many = len(groups) > 6
+    ax.set_xticks(x, groups, rotation=60 if many else 0, ha="right" if many else "center", fontsize=8 if many else None)
+    ax.set(ylabel=ylabel, title=title, ylim=(0, 105))
+    if len(series) > 1 or chance is not None:
+        ax.legend(fontsize=8)
+    return ax
+
+
+def downstream_curves(histories: dict[str, list[dict]], title: str = ""):
+    """Supervised runs (``DownstreamResult.history`` by run name): training loss, and val (dashed) and test
+    (solid) balanced accuracy per epoch, one colour per run, the best validation epoch marked; returns the Figure."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.5))
+    for k, (name, history) in enumerate(histories.items()):
+        color = f"C{k}"
+        epochs = [h["epoch"] for h in history]
+        a.plot(epochs, [h["loss"] for h in history], color=color, label=name)
+        b.plot(epochs, [h["val_balanced"] for h in history], color=color, ls="--", label=f"{name}: val")
+        b.plot(epochs, [h["test_balanced"] for h in history], color=color, label=f"{name}: test")
+        best = max(history, key=lambda h: h["val_balanced"])  # the first best epoch, as the selection keeps it
+        b.plot(best["epoch"], best["test_balanced"], "o", color=color, ms=6, mfc="none")
+    a.set(xlabel="epoch", ylabel="cross-entropy", title="training loss")
+    a.legend(fontsize=8)
+    b.set(xlabel="epoch", ylabel="balanced accuracy (%)", title="val (dashed), test (solid); o = selected epoch")
+    b.legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def label_efficiency_curve(ax, summary: list[dict], n_train: dict[float, int] | None = None, chance: float | None = None, title: str = ""):
+    """Test balanced accuracy against the fraction of clean labels, one line per init (``label_efficiency``'s
+    summary rows: init, fraction, mean, std); ``n_train`` (fraction -> clips) labels the ticks, ``chance`` draws a dotted line."""
+    for init in sorted({r["init"] for r in summary}):
+        rows = sorted((r for r in summary if r["init"] == init), key=lambda r: r["fraction"])
+        fr = [r["fraction"] for r in rows]
+        ax.errorbar(fr, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], marker="o", capsize=3, label=init)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    fractions = sorted({r["fraction"] for r in summary})
+    ax.set_xscale("log")
+    ax.set_xticks(fractions, [f"{f:g}" + (f"\n({n_train[f]} clips)" if n_train else "") for f in fractions])
+    ax.minorticks_off()
+    ax.set(xlabel="fraction of the clean training labels", ylabel="test balanced accuracy (%)", title=title)
+    ax.legend()
+    return ax
+
+
+def embedding_map(ax, xy: np.ndarray, labels: np.ndarray, classes: list[str], title: str = "", legend: bool = True):
+    """A 2-D map (N, 2) of clips coloured by class (20 distinct colours; markers cycle beyond them)."""
+    cmap = plt.get_cmap("tab20")
+    for c, name in enumerate(classes):
+        m = labels == c
+        if m.any():
+            ax.scatter(xy[m, 0], xy[m, 1], s=10, color=cmap(c % 20), marker="o^s"[(c // 20) % 3], label=name)
+    ax.set(title=title, xticks=[], yticks=[])
+    if legend:
+        ax.legend(fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return ax
+
+
+def confusion_matrix(ax, confusion: np.ndarray, classes: list[str], title: str = ""):
+    """A (C, C) confusion matrix of counts (rows = true class), shown as % of each true class."""
+    totals = confusion.sum(1, keepdims=True)
+    pct = 100.0 * confusion / np.maximum(totals, 1)
+    im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    ticks = np.arange(len(classes))
+    ax.set_xticks(ticks, classes, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, classes, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.figure.colorbar(im, ax=ax, pad=0.01, label="% of the true class")
+    return ax

@@ -1,0 +1,243 @@
+"""What an encoder learned, and the course's result tables.
+
+- Clip embeddings (mean of a clip's evaluation-patch embeddings), nearest clips by cosine similarity and
+  retrieval precision;
+- 2-D maps of embeddings: PCA (exact SVD) and a small exact t-SNE (O(N^2) memory: a few thousand points);
+- the normalisation the authors' released encoders expect (SPEC section 12);
+- the GPU results of ``python -m uclser_lib evaluate`` in ``pretrained/results/``, paired as pre-trained vs
+  random init, and a Markdown table for the notebooks.
+
+Nothing here draws random numbers: the t-SNE starts from the PCA map.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import PackedClips
+from .features import DEFAULT_PARAMS
+from .runtime import REPO_ROOT, pick_device
+from .train import embed_eval_patches
+
+RESULTS_DIR = REPO_ROOT / "pretrained" / "results"
+
+#: Values (frames x 96 bands) of FSDnoisy18k's noisy train subset, over which the released code computed its
+#: normalisation: about 38.6 h (41.1 h of train minus the clean subset's 6 % of the duration, SPEC section 2)
+#: at 22,050 / 220 frames per second. An estimate from the published durations (the features are not here).
+FSD_NOISY_VALUES = 41.1 * (1 - 0.06) * 3600 * DEFAULT_PARAMS.sr / DEFAULT_PARAMS.hop_length * DEFAULT_PARAMS.n_mels
+
+
+def released_std(std: float, n_values: float = FSD_NOISY_VALUES) -> float:
+    """The std the released code divides by (SPEC 12): sqrt(sum of squared deviations) / N = ``std / sqrt(N)``.
+
+    ``std``: the correct standard deviation of the training features; ``n_values``: N, the number of values
+    they hold. Inputs normalised with it are ``sqrt(N)`` times larger than unit variance, which is what the
+    authors' published encoders were trained on and what their BatchNorm statistics expect.
+    """
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"std must be finite and > 0, got {std}")
+    if not (math.isfinite(n_values) and n_values >= 1):
+        raise ValueError(f"n_values (the number of feature values) must be finite and >= 1, got {n_values}")
+    return std / math.sqrt(n_values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clip embeddings and retrieval
+
+
+@torch.no_grad()
+def clip_embeddings(fn, packed: PackedClips, mean: float, std: float, device=None) -> torch.Tensor:
+    """Mean of ``fn``'s outputs over each clip's evaluation patches (hop 50): (N clips, D) float32 on the CPU.
+
+    ``fn``: (B, 1, 101, 96) -> (B, D), e.g. ``encoder.embed`` of an encoder in eval mode; patches are
+    normalised with ``mean`` / ``std``.
+    """
+    out, clip_index = embed_eval_patches(fn, packed, mean, std, pick_device(device))
+    out, clip_index = out.cpu(), clip_index.cpu()
+    sums = torch.zeros(len(packed), out.shape[1]).index_add_(0, clip_index, out)
+    return sums / torch.bincount(clip_index, minlength=len(packed))[:, None]
+
+
+def _check_embeddings(emb: torch.Tensor) -> torch.Tensor:
+    emb = torch.as_tensor(emb)
+    if emb.ndim != 2 or len(emb) < 2:
+        raise ValueError(f"embeddings must be (N >= 2, D), got shape {tuple(emb.shape)}")
+    if not torch.isfinite(emb).all():
+        raise ValueError("embeddings hold NaN or inf")
+    return emb.double()
+
+
+def _cosine_others(emb: torch.Tensor) -> torch.Tensor:
+    """(N, N) cosine similarities with -inf on the diagonal (a clip is never its own neighbour)."""
+    z = F.normalize(emb, dim=1)
+    sim = z @ z.T
+    return sim.fill_diagonal_(-math.inf)
+
+
+def nearest_clips(emb: torch.Tensor, query: int, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` clips most cosine-similar to clip ``query`` (itself excluded), most similar first.
+
+    ``emb``: (N, D) clip embeddings. Returns indices (k,) int64 and their cosine similarities (k,) float64.
+    """
+    emb = _check_embeddings(emb)
+    n = len(emb)
+    if not 0 <= query < n:
+        raise ValueError(f"query must be a clip index in [0, {n}), got {query}")
+    if not 1 <= k < n:
+        raise ValueError(f"k must be in [1, {n - 1}] (the other clips), got {k}")
+    sims, idx = _cosine_others(emb)[query].topk(k)
+    return idx, sims
+
+
+def retrieval_precision(emb: torch.Tensor, labels, k: int = 3) -> float:
+    """Mean over clips of the share (%) of their ``k`` most cosine-similar other clips with the same label.
+
+    ``emb``: (N, D) clip embeddings; ``labels``: (N,) classes. Chance is about the share of the commonest classes.
+    """
+    emb = _check_embeddings(emb)
+    labels = torch.as_tensor(np.asarray(labels))
+    if labels.shape != (len(emb),):
+        raise ValueError(f"labels must be ({len(emb)},), one per clip, got shape {tuple(labels.shape)}")
+    if not 1 <= k < len(emb):
+        raise ValueError(f"k must be in [1, {len(emb) - 1}] (the other clips), got {k}")
+    idx = _cosine_others(emb).topk(k, dim=1).indices
+    return 100.0 * float((labels[idx] == labels[:, None]).double().mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D maps
+
+
+def pca(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project the rows of ``x`` (N, D) on their first ``k`` principal components (exact SVD, no random draw).
+
+    Returns the coordinates (N, k) float64 (centred; each component's sign chosen so that its largest-magnitude
+    coordinate is positive) and the fraction of the variance each component explains (k,).
+    """
+    x = _check_embeddings(x)
+    if not 1 <= k <= min(x.shape):
+        raise ValueError(f"k must be in [1, {min(x.shape)}] for data of shape {tuple(x.shape)}, got {k}")
+    xc = x - x.mean(0)
+    u, s, _ = torch.linalg.svd(xc, full_matrices=False)
+    coords = u[:, :k] * s[:k]
+    signs = torch.sign(coords.gather(0, coords.abs().argmax(0, keepdim=True)))
+    total = float((s**2).sum())
+    return coords * signs, (s[:k] ** 2) / (total if total > 0 else 1.0)
+
+
+def _affinities(d2: torch.Tensor, perplexity: float, steps: int = 100) -> torch.Tensor:
+    """Conditional affinities p_j|i (N, N), rows summing to 1, each row's Gaussian width set by bisection so
+    that its entropy is log(perplexity). ``d2``: squared distances (N, N) with +inf on the diagonal."""
+    target = math.log(perplexity)
+    d2 = d2 / d2[torch.isfinite(d2)].mean().clamp_min(1e-12)  # scale-free start for the bisection
+    d2 = d2 - d2.min(1, keepdim=True).values  # stability; the entropy does not change
+    beta = torch.ones(len(d2), dtype=d2.dtype)
+    lo = torch.zeros_like(beta)
+    hi = torch.full_like(beta, math.inf)
+    for _ in range(steps):
+        p = torch.exp(-d2 * beta[:, None])
+        z = p.sum(1)
+        entropy = torch.log(z) + beta * (torch.nan_to_num(d2, posinf=0.0) * p).sum(1) / z
+        too_flat = entropy > target  # too wide: sharpen (larger beta)
+        lo = torch.where(too_flat, beta, lo)
+        hi = torch.where(too_flat, hi, beta)
+        beta = torch.where(torch.isinf(hi), beta * 2, (lo + hi) / 2)
+    return p / z[:, None]
+
+
+def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 1000, early_exaggeration: float = 12.0) -> torch.Tensor:
+    """A 2-D t-SNE map (N, 2) float64 of the rows of ``x`` (N, D): exact gradients, so N up to a few thousand.
+
+    As van der Maaten's reference and scikit-learn's exact method: Gaussian affinities calibrated to
+    ``perplexity``, symmetrised; Student-t similarities in 2-D; gradient descent with momentum (0.5, then 0.8)
+    and adaptive gains, learning rate max(N / early_exaggeration / 4, 50), the affinities multiplied by
+    ``early_exaggeration`` for the first quarter of ``n_iter``. Deterministic: it starts from the PCA map
+    scaled to a standard deviation of 1e-4.
+    """
+    x = _check_embeddings(x)
+    n = len(x)
+    if not 1 <= perplexity < n - 1:
+        raise ValueError(f"perplexity must be in [1, N - 1) = [1, {n - 1}) for N = {n} points, got {perplexity}")
+    if n_iter < 1 or early_exaggeration < 1:
+        raise ValueError(f"expected n_iter >= 1 and early_exaggeration >= 1, got {n_iter} and {early_exaggeration}")
+    d2 = torch.cdist(x, x).pow(2).fill_diagonal_(math.inf)
+    p = _affinities(d2, perplexity)
+    p = ((p + p.T) / (2 * n)).clamp_min(1e-12).fill_diagonal_(0.0)
+    y, _ = pca(x, 2)
+    y = y / y[:, 0].std().clamp_min(1e-12) * 1e-4
+    lr = max(n / early_exaggeration / 4, 50.0)
+    update, gains = torch.zeros_like(y), torch.ones_like(y)
+    for it in range(n_iter):
+        exaggeration = early_exaggeration if it < n_iter // 4 else 1.0
+        momentum = 0.5 if it < n_iter // 4 else 0.8
+        num = (1.0 / (1.0 + torch.cdist(y, y).pow(2))).fill_diagonal_(0.0)
+        q = (num / num.sum()).clamp_min(1e-12)
+        w = (exaggeration * p - q) * num
+        grad = 4.0 * (w.sum(1, keepdim=True) * y - w @ y)
+        same_sign = torch.sign(grad) == torch.sign(update)
+        gains = torch.where(same_sign, gains * 0.8, gains + 0.2).clamp_min(0.01)
+        update = momentum * update - lr * gains * grad
+        y = y + update
+    return y - y.mean(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The GPU result files and tables
+
+
+def load_results(encoder: str, folder=None) -> dict:
+    """``<folder>/results-<encoder>.json`` (default ``pretrained/results/``), e.g. ``load_results("course-resnet18")``.
+
+    Keys: ``rows`` (one per init, stage, task and seed), ``summary`` (mean / std / n over seeds), ``encoder``,
+    ``dataset``, ``epochs``, ``seeds``.
+    """
+    path = Path(folder or RESULTS_DIR) / f"results-{encoder}.json"
+    if not path.is_file():
+        found = sorted(p.stem.removeprefix("results-") for p in path.parent.glob("results-*.json"))
+        raise FileNotFoundError(f"{path}: no results for encoder {encoder!r} (found: {found})")
+    results = json.loads(path.read_text())
+    missing = {"rows", "summary"} - set(results)
+    if missing:
+        raise ValueError(f"{path}: not a results file of `python -m uclser_lib evaluate` (missing {sorted(missing)})")
+    return results
+
+
+def paired_summary(summary: list[dict]) -> list[dict]:
+    """Pre-trained vs random init side by side, from :func:`~uclser_lib.experiments.summarise` rows.
+
+    One dict per (arch, stage, task, fraction) present with both inits: those keys plus ``pretrained`` /
+    ``pretrained_std``, ``random`` / ``random_std`` (test balanced accuracy %, mean and std over ``n`` seeds)
+    and ``gain`` = pretrained - random (points), in the order of first appearance.
+    """
+    keys = ("arch", "stage", "task", "fraction")
+    groups: dict[tuple, dict] = {}
+    for row in summary:
+        if row.get("init") not in ("pretrained", "random"):
+            raise ValueError(f"summary row {row} has init {row.get('init')!r}, expected 'pretrained' or 'random'")
+        groups.setdefault(tuple(row.get(k) for k in keys), {})[row["init"]] = row
+    out = []
+    for group, inits in groups.items():
+        if len(inits) == 2:
+            pre, rnd = inits["pretrained"], inits["random"]
+            out.append(dict(zip(keys, group), pretrained=pre["mean"], pretrained_std=pre["std"], random=rnd["mean"],
+                            random_std=rnd["std"], n=min(pre["n"], rnd["n"]), gain=pre["mean"] - rnd["mean"]))  # fmt: skip
+    return out
+
+
+def markdown_table(header: list[str], rows: list[list], digits: int = 1) -> str:
+    """A Markdown table; float cells are written with ``digits`` decimals (for ``IPython.display.Markdown``)."""
+    if any(len(r) != len(header) for r in rows):
+        raise ValueError(f"every row must have {len(header)} cells (the header's), got lengths {[len(r) for r in rows]}")
+
+    def cell(v):
+        return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
