@@ -16,12 +16,17 @@ def _builder():
     return ViewBuilder(packed, AugmentConfig.paper(), -2.0, 1.0)
 
 
-@cuda
-def test_replays_are_reseedable_and_fresh():
+@pytest.fixture
+def captured():
+    """(eager builder, its registered generator, the graph for batches of 8, a batch of clip indices)."""
     builder = _builder()
     gen = torch.Generator("cuda")
-    graphed = GraphedViews(builder, 8, gen)
-    idx = torch.arange(8, device="cuda")
+    return builder, gen, GraphedViews(builder, 8, gen), torch.arange(8, device="cuda")
+
+
+@cuda
+def test_replays_are_reseedable_and_fresh(captured):
+    _, gen, graphed, idx = captured
     gen.manual_seed(5)
     a = [v.clone() for v in graphed(idx)]
     b = [v.clone() for v in graphed(idx)]
@@ -35,11 +40,8 @@ def test_replays_are_reseedable_and_fresh():
 
 
 @cuda
-def test_graph_equals_eager_for_the_same_seed():
-    builder = _builder()
-    gen = torch.Generator("cuda")
-    graphed = GraphedViews(builder, 8, gen)
-    idx = torch.arange(8, device="cuda")
+def test_graph_equals_eager_for_the_same_seed(captured):
+    builder, gen, graphed, idx = captured
     gen.manual_seed(11)
     g1, g2 = (v.clone() for v in graphed(idx))
     eager_gen = torch.Generator("cuda").manual_seed(11)
