@@ -177,3 +177,9 @@ def test_packed_clips():
     assert pc.lengths.tolist() == [101, 150] and pc.clip(1).shape == (150, 4)
     with pytest.raises(ValueError, match="empty"):
         D.PackedClips.from_list([])
+
+
+def test_audio_durations(fsd):
+    meta = D.read_meta(fsd)
+    durations = D.audio_durations(meta, "test")
+    assert durations.shape == (len(meta.test),) and ((durations > 0.29) & (durations < 2.51)).all()

@@ -123,6 +123,13 @@ class DatasetMeta:
         return self.root / AUDIO_DIRS[split] / clip.fname
 
 
+def audio_durations(meta: DatasetMeta, split: str) -> np.ndarray:
+    """Duration in seconds of every audio file of ``split``, from the file headers (no audio is decoded)."""
+    import soundfile as sf
+
+    return np.array([sf.info(meta.audio_path(split, c)).duration for c in meta.clips(split)])
+
+
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metadata file not found (expected FSDnoisy18k's layout: {META_DIR}/{path.name})")

@@ -73,7 +73,7 @@ def dataset_overview(lengths_s: np.ndarray, labels: np.ndarray, clean: np.ndarra
     b.bar(x, counts[0], bottom=counts[1], label="clean (verified)", color="tab:blue")
     b.set_xticks(x, classes, rotation=60, ha="right", fontsize=8)
     b.set(ylabel="clips", title="clips per class")
-    b.legend()
+    b.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
