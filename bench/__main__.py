@@ -5,8 +5,9 @@ librosa per file, 1 and N processes), view building (batched on the device vs th
 pre-training step (network alone vs full pipeline; fp32 vs bf16 + channels_last, eager vs CUDA-graph views,
 compile), the kNN monitor (vectorised vs a per-clip loop) and the real loop; with the peak host and device
 memory after each section. Writes ``results-<device>.json`` and a Markdown
-table ``results-<device>.md`` to ``--out`` (default ``$OUT`` when set, else ``bench/out``), to be copied
-into ``bench/RESULTS.md`` with the machine, command and date it prints.
+table ``results-<device>.md`` to ``--out`` (default ``$OUT`` when set, else ``bench/out``); with
+``--update-results`` the table (machine, device, versions, command, date) is also added to the top of
+``bench/RESULTS.md``, newest first.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def markdown(res: dict) -> str:
         prec += ", graphed views" if r.get("graphed_views") else ""
         lines.append(f"| SimCLR | {r['arch']} | {r['batch']} | {prec} | {r['network_clips_s']:.0f} | {r['pipeline_clips_s']:.0f} "
                      f"| {100 * r['pipeline_over_network']:.0f}% | {100 * r['views_fraction_of_step']:.1f}% |")  # fmt: skip
-    k = res["knn"]
-    lines += ["", f"kNN monitor (k={k['k']}): val {k['sets']['val']['patches']} + test {k['sets']['test']['patches']} patches "
-              f"in {k['val_plus_test_seconds']:.2f} s"]  # fmt: skip
+    k = res.get("knn") or {}
+    if k:
+        lines += ["", f"kNN monitor (k={k['k']}): val {k['sets']['val']['patches']} + test {k['sets']['test']['patches']} patches "
+                  f"in {k['val_plus_test_seconds']:.2f} s"]  # fmt: skip
     if "loop_vs_vectorised" in k:
         b = k["loop_vs_vectorised"]
         lines[-1] += (f"; per-clip loop on {b['clips']} clips: {b['loop_s']:.2f} s vs {b['vectorised_s']:.3f} s vectorised ({b['speedup']:.0f}x)")
@@ -94,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=os.environ.get("OUT") or "bench/out")
     p.add_argument("--sections", default="features,views,train,knn,epochs")
+    p.add_argument("--update-results", nargs="?", const="bench/RESULTS.md", default=None, metavar="FILE",
+                   help="also add this run's table to the top of FILE (default bench/RESULTS.md)")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     out = Path(args.out)
@@ -163,10 +167,23 @@ def main(argv=None) -> int:
         res["schedule_estimate_min"] = (500 * epoch_s + 50 * res["knn"]["val_plus_test_seconds"]) / 60
     tag = "cuda" if device.type == "cuda" else "cpu"
     (out / f"results-{tag}.json").write_text(json.dumps(res, indent=1))
-    if "knn" in res:
-        (out / f"results-{tag}.md").write_text(markdown(res))
-        print(markdown(res))
+    table = markdown(res)
+    (out / f"results-{tag}.md").write_text(table)
+    print(table)
+    if args.update_results:
+        add_to_results(Path(args.update_results), table)
     return 0
+
+
+def add_to_results(path: Path, table: str) -> None:
+    """Insert ``table`` (one run's Markdown) above the first run section (``## ``) of ``path``, atomically."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    at = text.find("\n## ")
+    section = "## " + table.removeprefix("### ") + "\n"
+    text = text + "\n" + section if at < 0 else text[: at + 1] + section + text[at + 1 :]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ fi
   wait
   for arch in resnet18 vgglike crnn; do grep "test balanced" "runs/eval-$arch.log" || tail -n 5 "runs/eval-$arch.log"; done
   date -u +"%F %T evaluated"
-  timeout 200 python3 -m bench --out runs/bench
+  timeout 200 python3 -m bench --out runs/bench --update-results
   date -u +"%F %T done"
 } 2>&1 | tee "$out/log.txt"
 tar czf "$out/bundle.tar.gz" pretrained/manifest.json pretrained/*.metrics.json runs/*.log runs/results-*.json runs/bench 2>/dev/null
