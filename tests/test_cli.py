@@ -56,6 +56,13 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch):
     encoder, info = pretrained.load_pretrained("tiny-resnet18")
     assert info["arch"] == "resnet18" and info["epochs"] == 1 and info["dataset"] == "course_tiny"
     assert not encoder.training and encoder.embed(torch.zeros(2, 1, 101, 96)).shape == (2, 512)
+    # the evaluation command on the exported encoder, with a label-noise point
+    out = tmp_path / "results.json"
+    assert main(["evaluate", "--encoder", "tiny-resnet18", "--epochs", "1", "--label-noise", "0.5", "--device", "cpu", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert {(r["init"], r["stage"], r["task"]) for r in results["summary"]} == {
+        (i, s, t) for i in ("pretrained", "random") for s, t in (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))}
+    assert {r["wrong_rate"] for r in results["label_noise"]["rows"]} == {0.5}
     # a corrupted file is refused before it is unpickled
     path = tmp_path / "pretrained" / "tiny-resnet18.pt"
     path.write_bytes(path.read_bytes()[:-10])

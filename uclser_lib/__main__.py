@@ -107,6 +107,12 @@ def evaluate_command(args) -> int:
     if args.label_efficiency:
         results["label_efficiency"] = label_efficiency(encoder, info["mean"], info["std"], splits, seeds=args.seeds,
                                                        finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
+    if args.label_noise:
+        from .coursedata import read_truth
+        from .experiments import label_noise
+
+        results["label_noise"] = label_noise(encoder, info["mean"], info["std"], splits, read_truth(course.root),
+                                             args.label_noise, seeds=args.seeds, finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
     results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds)
     out = Path(args.out or f"runs/results-{args.encoder}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--seeds", type=int, nargs="+", default=[0])
     ev.add_argument("--epochs", type=int, default=200, help="epochs of every supervised stage (lr drops at 40%% and 80%%)")
     ev.add_argument("--label-efficiency", action="store_true", help="also fine-tune on 1-100%% of the clean labels")
+    ev.add_argument("--label-noise", type=float, nargs="*", default=None, metavar="RATE",
+                    help="also fine-tune on the noisy subset relabelled at these wrong-label rates (course dataset only)")
     ev.add_argument("--out", default=None, help="JSON file for the results (default runs/results-<encoder>.json)")
     ev.add_argument("--device", default=None)
     args, rest = parser.parse_known_args(argv)

@@ -863,3 +863,31 @@ def generate(root, preset="course", seed: int = PAPER_SEED, wrong_rate=None, inc
     _write_text_atomic(meta / "test.csv", _csv_text(TEST_HEADER, [(c.fname, c.label, ASO_IDS[c.label]) for c in test]))
     _write_text_atomic(meta / "course_truth.csv", _csv_text(TRUTH_HEADER, [(c.fname, c.true_label, c.label_state) for c in clips]))
     return root
+
+
+# ---------------------------------------------------------------------------------------------
+# The truth behind the labels, and relabelling at another noise rate
+
+
+def read_truth(root) -> dict[str, tuple[str, str]]:
+    """``{fname: (true_label, label_state)}`` from ``course_truth.csv``; empty for a dataset that has none (FSDnoisy18k)."""
+    path = Path(root) / "FSDnoisy18k.meta" / "course_truth.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != TRUTH_HEADER:
+            raise ValueError(f"{path}: header {reader.fieldnames}, expected {list(TRUTH_HEADER)}")
+        return {row["fname"]: (row["true_label"], row["label_state"]) for row in reader}
+
+
+def relabel(true_labels: list[str], wrong_rate: float, seed: int = PAPER_SEED) -> list[str]:
+    """Noisy labels for clips whose true classes are ``true_labels``: exactly round(wrong_rate * N) of them, chosen at
+    random, get another class (a confusable neighbour with probability NEIGHBOUR_SHARE, as the generator does)."""
+    if not 0 <= wrong_rate <= 1:
+        raise ValueError(f"wrong_rate must lie in [0, 1], got {wrong_rate}")
+    rng = np.random.default_rng([seed, 2])
+    out = list(true_labels)
+    for i in rng.permutation(len(out))[: int(round(wrong_rate * len(out)))]:
+        out[i] = _confuser(rng, out[i])
+    return out

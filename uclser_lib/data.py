@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import fcntl
 import json
 import os
@@ -213,6 +214,13 @@ class FeatureSet:
     def labels(self) -> np.ndarray:
         """(N,) int64 class indices into ``classes``."""
         return self.clips.labels.numpy()
+
+    def with_labels(self, labels) -> "FeatureSet":
+        """The same clips with other labels (N,) (class indices into ``classes``); the features are shared, not copied."""
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        if labels.shape != (len(self),) or int(labels.min()) < 0 or int(labels.max()) >= len(self.classes):
+            raise ValueError(f"with_labels: expected {len(self)} class indices in [0, {len(self.classes)}), got shape {tuple(labels.shape)}")
+        return dataclasses.replace(self, clips=PackedClips(self.clips.data, self.clips.offsets, labels))
 
     def subset(self, index) -> "FeatureSet":
         """The clips at ``index`` (a boolean mask or integer indices), in that order."""

@@ -4,7 +4,8 @@
 fine-tuning on both downstream tasks (noisy labels; few clean labels) from the pre-trained encoder and
 from a random initialisation of the same architecture, for several seeds, and summarises the test
 balanced accuracy at the best validation epoch as mean and spread. :func:`label_efficiency` does the
-same for a growing fraction of the clean labels.
+same for a growing fraction of the clean labels, and :func:`label_noise` for noisy labels relabelled at
+several wrong-label rates (course dataset only: it needs the true classes).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _run(stage: str, encoder: Encoder, mean, std, sets, seed: int, linear_cfg, f
             "best_epoch": res.best_epoch}  # fmt: skip
 
 
-def summarise(rows: list[dict], keys=("arch", "init", "stage", "task", "fraction")) -> list[dict]:
+def summarise(rows: list[dict], keys=("arch", "init", "stage", "task", "fraction", "wrong_rate")) -> list[dict]:
     """Mean and sample std of ``test_balanced`` over seeds for each combination of ``keys`` present in the rows."""
     groups: dict[tuple, list[float]] = {}
     for r in rows:
@@ -80,6 +81,35 @@ def label_efficiency(
                 out = _run("finetune", copy.deepcopy(enc), mean, std, (subset, val, test), seed, None, finetune_cfg, device, progress)
                 rows.append(dict(arch=_arch_name(encoder), init=init, stage="finetune", task="clean", fraction=fraction,
                                  seed=seed, n_train=len(subset), **out))  # fmt: skip
+    return {"rows": rows, "summary": summarise(rows)}
+
+
+def label_noise(
+    encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], truth: dict[str, tuple[str, str]],
+    wrong_rates=(0.0, 0.2, 0.4, 0.6), seeds=(0,), finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,
+) -> dict:  # fmt: skip
+    """Fine-tuning on the noisy subset relabelled at several wrong-label rates, pre-trained vs random init.
+
+    ``truth``: :func:`~uclser_lib.coursedata.read_truth` of the course dataset. The audio stays as it is (its
+    "incomplete" clips keep their second event); only the labels change: the true class, then
+    :func:`~uclser_lib.coursedata.relabel` at each rate. Selection on the clean subset, test on test.
+    """
+    from .coursedata import relabel
+
+    finetune_cfg = finetune_cfg or FinetuneConfig()
+    train, val, test = task_splits(splits, "noisy")
+    missing = [f for f in train.fnames if f not in truth]
+    if missing:
+        raise ValueError(f"label_noise needs the true class of every noisy clip; {len(missing)} missing, e.g. {missing[:3]}")
+    true = [truth[f][0] for f in train.fnames]
+    rows = []
+    for seed in seeds:
+        for rate in wrong_rates:
+            noisy = train.with_labels([train.classes.index(c) for c in relabel(true, rate, seed)])
+            torch.manual_seed(seed)
+            for init, enc in {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}.items():
+                out = _run("finetune", copy.deepcopy(enc), mean, std, (noisy, val, test), seed, None, finetune_cfg, device, progress)
+                rows.append(dict(arch=_arch_name(encoder), init=init, stage="finetune", task="noisy", wrong_rate=rate, seed=seed, **out))
     return {"rows": rows, "summary": summarise(rows)}
 
 

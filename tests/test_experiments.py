@@ -1,0 +1,47 @@
+"""Label-noise relabelling and the label-noise experiment (tiny course dataset, 1 epoch)."""
+
+from collections import Counter
+
+import pytest
+
+from uclser_lib import coursedata, data
+from uclser_lib.downstream import FinetuneConfig
+from uclser_lib.experiments import label_noise
+from uclser_lib.models import build_encoder
+from uclser_lib.train import feature_stats
+
+
+def test_relabel_rate_and_structure():
+    true = [c for c in coursedata.CLASSES for _ in range(50)]
+    noisy = coursedata.relabel(true, 0.4, seed=3)
+    changed = [(t, n) for t, n in zip(true, noisy) if t != n]
+    assert len(changed) == 400  # exactly round(0.4 * 1000)
+    near = sum(n in coursedata.NEIGHBOURS[t] for t, n in changed)
+    assert near / len(changed) > 0.65  # mostly confusable neighbours, not uniform flips
+    assert coursedata.relabel(true, 0.4, seed=3) == noisy and coursedata.relabel(true, 0.4, seed=4) != noisy
+    assert coursedata.relabel(true, 0.0) == true
+    with pytest.raises(ValueError, match="wrong_rate"):
+        coursedata.relabel(true, 1.5)
+
+
+def test_label_noise_experiment_on_tiny_course():
+    course = data.prepare("tiny", progress=False)
+    truth = coursedata.read_truth(course.root)
+    states = Counter(truth[f][1] for f in course.splits()["pretrain"].fnames)
+    assert states["wrong"] > 0 and set(states) <= {"clean", "wrong", "incomplete"}
+    splits = course.splits()
+    mean, std = feature_stats(splits["pretrain"].clips)
+    res = label_noise(build_encoder("resnet18"), mean, std, splits, truth, wrong_rates=(0.0, 0.6),
+                      finetune_cfg=FinetuneConfig(epochs=1, batch_size=16, milestones=[1]), device="cpu")  # fmt: skip
+    assert {(r["init"], r["wrong_rate"]) for r in res["rows"]} == {(i, w) for i in ("pretrained", "random") for w in (0.0, 0.6)}
+    assert all(0 <= r["test_balanced"] <= 100 for r in res["rows"]) and len(res["summary"]) == 4
+    with pytest.raises(ValueError, match="true class of every noisy clip"):
+        label_noise(build_encoder("resnet18"), mean, std, splits, {}, wrong_rates=(0.0,))
+
+
+def test_with_labels_shares_features():
+    fs = data.prepare("tiny", progress=False).test
+    relabelled = fs.with_labels([0] * len(fs))
+    assert relabelled.clips.data is fs.clips.data and set(relabelled.labels) == {0}
+    with pytest.raises(ValueError, match="class indices"):
+        fs.with_labels([99] * len(fs))
