@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from uclser_lib.runtime import pick_device
+from uclser_lib.runtime import pick_device, write_atomic
 
 from .pipeline import bench_epochs, bench_knn, bench_train_step
 from .synthetic import FSD_SIZES
@@ -181,9 +181,7 @@ def add_to_results(path: Path, table: str) -> None:
     at = text.find("\n## ")
     section = "## " + table.removeprefix("### ") + "\n"
     text = text + "\n" + section if at < 0 else text[: at + 1] + section + text[at + 1 :]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text)
 
 
 if __name__ == "__main__":

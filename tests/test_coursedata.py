@@ -1,9 +1,7 @@
 """The course dataset: FSDnoisy18k's layout and schema, splits, structured label noise, determinism, resume."""
 
 import csv
-import filecmp
 import hashlib
-import os
 import re
 import shutil
 from collections import Counter

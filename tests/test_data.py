@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from uclser_lib import data as D
-from uclser_lib.features import DEFAULT_PARAMS, AudioError, LogMelParams, extract_logmel
+from uclser_lib.features import AudioError, LogMelParams, extract_logmel
 
 
 def write_fsd(root, n_train=12, n_test=4, classes=("Engine", "Fire", "Rain"), seed=0):

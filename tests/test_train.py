@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from uclser_lib.augment import AugmentConfig
 from uclser_lib.data import FeatureSet, PackedClips
 from uclser_lib.features import DEFAULT_PARAMS
 from uclser_lib.train import PretrainConfig, TrainingDiverged, load_checkpoint, pretrain
@@ -112,3 +111,14 @@ def test_ddp_two_cpu_processes(tmp_path):
             torch.testing.assert_close(v, r1["model"][k], msg=k)
     assert [h["loss"] for h in r0["history"]] == [h["loss"] for h in r1["history"]]  # all-reduced
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 2
+
+
+def test_embed_eval_patches_is_the_same_in_chunks():
+    from uclser_lib.train import embed_eval_patches
+
+    fs = synthetic_set(9)
+    fn = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(101 * 96, 4))
+    whole, idx = embed_eval_patches(fn, fs.clips, -3.0, 0.5, "cpu", clips_per_chunk=100)
+    chunked, idx2 = embed_eval_patches(fn, fs.clips, -3.0, 0.5, "cpu", clips_per_chunk=2, batch_size=3)
+    torch.testing.assert_close(whole, chunked)
+    assert torch.equal(idx, idx2) and idx.tolist() == sorted(idx.tolist()) and int(idx.max()) == 8

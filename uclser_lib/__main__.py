@@ -22,6 +22,9 @@ import argparse
 import sys
 
 
+from .runtime import write_atomic
+
+
 def _dataset(values: dict, device):
     from .config import ConfigError
     from .data import prepare
@@ -78,10 +81,7 @@ def downstream_command(args, overrides: list[str]) -> int:
               "val": {k: res.val[k] for k in ("top1", "balanced", "top3")},
               "test": {k: res.test[k] for k in ("top1", "balanced", "top3")},
               "test_per_class": dict(zip(res.classes, map(float, res.test["per_class"])))}  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=float))
-    tmp.replace(out)
+    write_atomic(out, json.dumps(report, indent=1, default=float))
     print(f"{args.command} {spec} on the {task} task: best epoch {res.best_epoch}, val balanced {res.val['balanced']:.1f}%, "
           f"test balanced {res.test['balanced']:.1f}% (top-1 {res.test['top1']:.1f}%); metrics in {out}")  # fmt: skip
     return 0
@@ -115,10 +115,7 @@ def evaluate_command(args) -> int:
                                              args.label_noise, seeds=args.seeds, finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
     results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds)
     out = Path(args.out or f"runs/results-{args.encoder}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out)
+    write_atomic(out, json.dumps(results, indent=1))
     for row in results["summary"]:
         print(f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s} test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})")
     print(f"results in {out}")

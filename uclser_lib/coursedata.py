@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .data import CLASSES
-from .runtime import PAPER_SEED
+from .runtime import PAPER_SEED, write_atomic
 
 #: Sample rate of every clip, Hz (FSDnoisy18k's).
 SAMPLE_RATE = 44_100
@@ -781,12 +781,6 @@ def _write_clip(job: tuple[ClipPlan, int, str]) -> None:
     os.replace(part, path)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
-
-
 def _csv_text(header, rows) -> str:
     lines = [",".join(header)] + [",".join(str(v) for v in row) for row in rows]
     return "\n".join(lines) + "\n"
@@ -809,7 +803,7 @@ def _claim(root: Path, manifest: dict) -> None:
     if any(p.exists() for p in csvs) or any(f for d in AUDIO_DIRS.values() for f in (root / d).glob("*.wav")):
         raise ValueError(f"{root} already holds audio or metadata without a {MANIFEST} (not made by generate?); use another root")
     (root / META_DIR).mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _default_workers() -> int:
@@ -858,10 +852,10 @@ def generate(root, preset="course", seed: int = PAPER_SEED, wrong_rate=None, inc
 
     train = [c for c in clips if c.split == "train"]
     test = [c for c in clips if c.split == "test"]
-    _write_text_atomic(meta / "train.csv", _csv_text(TRAIN_HEADER, [
+    write_atomic(meta / "train.csv", _csv_text(TRAIN_HEADER, [
         (c.fname, c.label, ASO_IDS[c.label], int(c.manually_verified), int(c.noisy_small)) for c in train]))
-    _write_text_atomic(meta / "test.csv", _csv_text(TEST_HEADER, [(c.fname, c.label, ASO_IDS[c.label]) for c in test]))
-    _write_text_atomic(meta / "course_truth.csv", _csv_text(TRUTH_HEADER, [(c.fname, c.true_label, c.label_state) for c in clips]))
+    write_atomic(meta / "test.csv", _csv_text(TEST_HEADER, [(c.fname, c.label, ASO_IDS[c.label]) for c in test]))
+    write_atomic(meta / "course_truth.csv", _csv_text(TRUTH_HEADER, [(c.fname, c.true_label, c.label_state) for c in clips]))
     return root
 
 

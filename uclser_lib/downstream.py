@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import EVAL_HOP, FeatureSet, PackedClips
+from .data import EVAL_HOP, FeatureSet
 from .evaluate import clip_metrics, clip_predictions
 from .models import Encoder
 from .runtime import PAPER_SEED, pick_device
@@ -41,8 +41,6 @@ from .views import check_lengths, epoch_batches, eval_patches, gather_patches, r
 #: The downstream tasks: split names of :func:`~uclser_lib.data.paper_splits` as (train, val, test).
 TASKS = {"noisy": ("pretrain", "val", "test"), "clean": ("clean_train", "clean_val", "test")}
 
-#: Clips embedded per call of the encoder pass (bounds the memory of the gathered patches).
-_CLIPS_PER_CHUNK = 512
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,22 +238,6 @@ def _fresh_linear(in_dim: int, out_dim: int, generator: torch.Generator) -> nn.L
     return layer
 
 
-def _patch_outputs(fn, packed: PackedClips, mean: float, std: float, device, desc: str = "", progress: bool = False):
-    """``fn`` on every evaluation patch of ``packed`` (normalised), a chunk of clips at a time.
-
-    Returns outputs (P, D) float32 and the clip of each patch (P,), on ``device``.
-    """
-    outs, index = [], []
-    o = packed.offsets
-    for a in tqdm(range(0, len(packed), _CLIPS_PER_CHUNK), desc=desc, leave=False, disable=not progress):
-        b = min(a + _CLIPS_PER_CHUNK, len(packed))
-        chunk = PackedClips(packed.data[int(o[a]) : int(o[b])], o[a : b + 1] - o[a], packed.labels[a:b])
-        out, clip_index = embed_eval_patches(fn, chunk, mean, std, device)
-        outs.append(out)
-        index.append(clip_index + a)
-    return torch.cat(outs), torch.cat(index)
-
-
 def _score(logits: torch.Tensor, clip_index: torch.Tensor, labels) -> dict:
     """Clip metrics from patch logits (P, C): softmax per patch, mean per clip (SPEC section 10)."""
     clips, probs, _ = clip_predictions(torch.softmax(logits.float(), dim=1), clip_index)
@@ -269,7 +251,7 @@ def evaluate(model: nn.Module, fs: FeatureSet, mean: float, std: float, device=N
     """
     _check_stats(mean, std)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    logits, clip_index = _patch_outputs(model, fs.clips, mean, std, device)
+    logits, clip_index = embed_eval_patches(model, fs.clips, mean, std, device)
     if logits.shape[1] != len(fs.classes):
         raise ValueError(f"the model gives {logits.shape[1]} logits but the set has {len(fs.classes)} classes")
     return _score(logits, clip_index, fs.labels)
@@ -352,7 +334,7 @@ def linear_eval(
     dim = encoder.embedding_dim
 
     def embed(fs: FeatureSet, name: str):
-        emb, clip_index = _patch_outputs(encoder.embed, fs.clips, mean, std, device, f"embedding {name}", progress)
+        emb, clip_index = embed_eval_patches(encoder.embed, fs.clips, mean, std, device, progress=progress, desc=f"embedding {name}")
         if emb.shape[1] != dim:
             raise ValueError(f"encoder.embed gives {emb.shape[1]}-d embeddings but encoder.embedding_dim is {dim}")
         return emb, clip_index

@@ -8,13 +8,12 @@ verifies the sha256 before unpickling anything and loads with ``weights_only=Tru
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from .models import Encoder, build_encoder, sha256_of
-from .runtime import REPO_ROOT
+from .runtime import REPO_ROOT, write_atomic
 from .train import load_checkpoint
 
 PRETRAINED_DIR = REPO_ROOT / "pretrained"
@@ -35,9 +34,8 @@ def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool 
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     arch = ckpt["config"]["arch"]
     path = folder / f"{name}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"arch": arch, "encoder": weights, "mean": ckpt["mean"], "std": ckpt["std"], "classes": ckpt["classes"]}, tmp)
-    os.replace(tmp, path)
+    blob = {"arch": arch, "encoder": weights, "mean": ckpt["mean"], "std": ckpt["std"], "classes": ckpt["classes"]}
+    write_atomic(path, save=lambda p: torch.save(blob, p))
     last = ckpt["history"][-1]
     entry = {
         "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, "arch": arch, "dataset": dataset,
@@ -45,15 +43,11 @@ def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool 
         "knn": {k: v for k, v in last.items() if "knn" in k}, "final_loss": last["loss"],
     }  # fmt: skip
     metrics = folder / f"{name}.metrics.json"  # the per-epoch curves, for the notebooks
-    tmp = metrics.with_name(metrics.name + ".tmp")
-    tmp.write_text(json.dumps(ckpt["history"]) + "\n")
-    os.replace(tmp, metrics)
+    write_atomic(metrics, json.dumps(ckpt["history"]) + "\n")
     entry["metrics"] = metrics.name
     manifest = read_manifest(folder)
     manifest[name] = entry
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, folder / "manifest.json")
+    write_atomic(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return entry
 
 

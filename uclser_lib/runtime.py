@@ -50,3 +50,22 @@ def shared_dir() -> Path | None:
     """The project's ``shared/`` folder (reference data, model zoo) beside the checkout, or None when absent."""
     path = Path(os.environ.get("UCLSER_SHARED", REPO_ROOT.parent / "shared"))
     return path if path.is_dir() else None
+
+
+def write_atomic(path, content: str | bytes | None = None, save=None) -> Path:
+    """Write ``path`` so that it is either its old self or complete: into a temporary file beside it, then renamed.
+
+    ``content``: text or bytes; or ``save``: a function that writes to the temporary path it is given
+    (e.g. ``lambda p: torch.save(obj, p)``). Creates the parent folder. Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if save is not None:
+        save(tmp)
+    elif isinstance(content, bytes):
+        tmp.write_bytes(content)
+    else:
+        tmp.write_text(content, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

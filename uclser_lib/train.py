@@ -10,7 +10,6 @@ random draws come from a generator seeded by (seed, epoch), so they do not depen
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -24,11 +23,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, GraphedViews, ViewBuilder
-from .data import FeatureSet
+from .data import FeatureSet, PackedClips
 from .evaluate import knn_monitor
 from .losses import nt_xent
 from .models import ContrastiveModel, ProjectionHead, build_encoder
-from .runtime import PAPER_SEED, pick_device, seed_everything
+from .runtime import PAPER_SEED, pick_device, seed_everything, write_atomic
 from .views import eval_patches
 
 
@@ -80,24 +79,12 @@ def feature_stats(packed) -> tuple[float, float]:
     return float(x.mean()), float(x.std(unbiased=False))
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_metrics(history: list[dict], run_dir: Path) -> None:
     """``metrics.json`` and ``metrics.csv`` (one row per epoch) in ``run_dir``, both written atomically."""
-    _atomic_text(json.dumps(history, indent=1), run_dir / "metrics.json")
+    write_atomic(run_dir / "metrics.json", json.dumps(history, indent=1))
     keys = list(dict.fromkeys(k for row in history for k in row))
     lines = [",".join(keys)] + [",".join("" if row.get(k) is None else str(row.get(k)) for k in keys) for row in history]
-    _atomic_text("\n".join(lines) + "\n", run_dir / "metrics.csv")
+    write_atomic(run_dir / "metrics.csv", "\n".join(lines) + "\n")
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -112,19 +99,27 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 
 @torch.no_grad()
-def embed_eval_patches(fn, packed, mean: float, std: float, device, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_eval_patches(
+    fn, packed, mean: float, std: float, device, batch_size: int = 1024, clips_per_chunk: int = 512, progress: bool = False, desc: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """``fn`` (e.g. a model in eval mode) on every evaluation patch (hop 50) of ``packed``, normalised with ``mean`` / ``std``.
 
-    Returns the outputs (P, D) float32 and the clip index of each patch (P,), both on ``device``.
+    Patches are cut ``clips_per_chunk`` clips at a time (so memory stays bounded on FSDnoisy18k-sized sets) and
+    run ``batch_size`` at a time. Returns the outputs (P, D) float32 and the clip index of each patch (P,), on ``device``.
     """
     was_training = getattr(fn, "training", False)
     if was_training:
         fn.eval()
-    patches, clip_index = eval_patches(packed.to(device))
-    outs = [fn(((p - mean) / std)[:, None]).float() for p in patches.split(batch_size)]
+    outs, index, o = [], [], packed.offsets
+    for a in tqdm(range(0, len(packed), clips_per_chunk), desc=desc, leave=False, disable=not progress):
+        b = min(a + clips_per_chunk, len(packed))
+        chunk = PackedClips(packed.data[int(o[a]) : int(o[b])], o[a : b + 1] - o[a], packed.labels[a:b]).to(device)
+        patches, clip_index = eval_patches(chunk)
+        outs += [fn(((p - mean) / std)[:, None]).float() for p in patches.split(batch_size)]
+        index.append(clip_index + a)
     if was_training:
         fn.train()
-    return torch.cat(outs), clip_index
+    return torch.cat(outs), torch.cat(index)
 
 
 def knn_evaluate(model, sets: dict[str, FeatureSet], mean: float, std: float, k: int = 200, device=None) -> dict[str, float]:
@@ -274,12 +269,10 @@ def pretrain(
         if progress and rank == 0:
             tqdm.write(" ".join(f"{k}={v}" for k, v in row.items()))
         if run_dir is not None and rank == 0:
-            _atomic_save(
-                {"epoch": epoch + 1, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            state = {"epoch": epoch + 1, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "history": history, "mean": mean, "std": std,
-                 "classes": train.classes},  # fmt: skip
-                ckpt_path,
-            )
+                 "classes": train.classes}  # fmt: skip
+            write_atomic(ckpt_path, save=lambda p: torch.save(state, p))
             write_metrics(history, run_dir)
         if world > 1:
             torch.distributed.barrier()
