@@ -12,6 +12,7 @@ from scipy.stats import ks_2samp
 from uclser_lib import augment_reference as ref
 from uclser_lib.augment import (
     AUGMENTATIONS,
+    CPU_CHUNK_VIEWS,
     AugmentConfig,
     Compander,
     FreqShift,
@@ -27,6 +28,7 @@ from uclser_lib.augment import (
     augment_views,
     build_augment,
     mix_back,
+    mix_back_power,
 )
 from uclser_lib.data import PATCH_FRAMES, PackedClips
 
@@ -90,6 +92,20 @@ def test_mix_back_float32_is_accurate_where_linear_float32_overflows():
     np.testing.assert_allclose(mixed.numpy(), expected.numpy(), atol=1e-5)
 
 
+def test_mix_back_power_equals_log_domain_mix_back(reference):
+    d = reference("mixback")
+    lam = torch.from_numpy(d["alpha"])
+    fg = torch.from_numpy(d["foreground"]).expand(len(lam), -1, -1)
+    bg = torch.from_numpy(d["background"]).expand(len(lam), -1, -1)
+    np.testing.assert_allclose(mix_back_power(10**fg, 10**bg, lam).numpy(), d["mixed"], rtol=0, atol=1e-5)
+    fg, bg = log_mel_like((5, T, F), 5) + 12.0, log_mel_like((5, T, F), 6) - 9.0  # near the power-domain limit
+    lam = torch.tensor([0.0, 0.01, 0.05, 0.5, 1.0])
+    expected = mix_back(fg.double(), bg.double(), lam.double())
+    np.testing.assert_allclose(mix_back_power(10**fg, 10**bg, lam).numpy(), expected.numpy(), atol=2e-5)
+    with pytest.raises(ValueError, match=r"lam \(B,\)"):
+        mix_back_power(10**fg, 10**bg, lam[:2])
+
+
 def test_mix_back_rejects_bad_input():
     x = torch.zeros(2, T, F)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -108,9 +124,9 @@ def _ref_params(name, params, b):
     """The reference step's arguments for example ``b``."""
     p = {k: v.numpy() for k, v in params.items()}
     if name == "spec_augment":
-        masks = [("freq", int(s), int(w)) for s, w in zip(p["freq_start"][:, b], p["freq_width"][:, b])]
-        masks += [("time", int(s), int(w)) for s, w in zip(p["time_start"][:, b], p["time_width"][:, b])]
-        return masks, p["z"][:, b] if "z" in p else None
+        masks = [("freq", int(s), int(w)) for s, w in zip(p["freq_start"][b], p["freq_width"][b])]
+        masks += [("time", int(s), int(w)) for s, w in zip(p["time_start"][b], p["time_width"][b])]
+        return masks, p["z"][b] if "z" in p else None
     return {
         "time_shift": lambda: (int(p["shift"][b]),),
         "freq_shift": lambda: (int(p["shift"][b]),),
@@ -214,13 +230,13 @@ def test_parameter_ranges_and_per_example_independence():
     assert set(blur["kt"].tolist()) == {1, 3, 5} and set(blur["kf"].tolist()) == {1, 3, 5}
     assert (blur["kt"] != blur["kf"]).any()
     sa = SpecAugment(20, 2, 15, 3).sample_params(x, g)
-    assert sa["freq_width"].shape == (2, 4000) and sa["time_width"].shape == (3, 4000)
+    assert sa["freq_width"].shape == (4000, 2) and sa["time_width"].shape == (4000, 3)
     assert set(sa["freq_width"].flatten().tolist()) == set(range(20))
     assert set(sa["time_width"].flatten().tolist()) == set(range(15))
     assert torch.all(sa["freq_start"] + sa["freq_width"] <= F) and torch.all(sa["time_start"] + sa["time_width"] <= T)
     assert (sa["freq_start"] + sa["freq_width"] == F).any() and (sa["freq_start"] == 0).any()
     # the two masks of one example are drawn independently
-    assert (sa["freq_width"][0] != sa["freq_width"][1]).float().mean() > 0.9
+    assert (sa["freq_width"][:, 0] != sa["freq_width"][:, 1]).float().mean() > 0.9
 
 
 def test_shapes_single_patch_channel_dim_and_bad_ndim():
@@ -314,6 +330,8 @@ def test_view_builder_shapes_backgrounds_and_lambda():
     B = len(idx)
     clip_of = lambda patches: torch.round(patches[:, :, 0].mean(1) * 10).long()  # noqa: E731
     assert torch.equal(clip_of(record["view"]), torch.cat([idx, idx]))
+    same = (record["view"][:B] == record["view"][B:]).flatten(1).all(1)
+    assert same[idx == 0].all() and same[idx == 4].float().mean() < 0.05  # independent starts (101 frames: itself)
     back = clip_of(record["background"])
     assert torch.all(back[:B] != idx) and torch.all(back[B:] != idx)  # never the foreground clip
     assert torch.all(back[:B] != back[B:])  # two distinct background clips
@@ -325,7 +343,8 @@ def test_view_builder_shapes_backgrounds_and_lambda():
     np.testing.assert_allclose(
         record["mixed"].numpy(), mix_back(record["view"], record["background"], torch.cat([lam, lam])).numpy(), atol=1e-6
     )
-    assert torch.equal(record["normalise"], builder.build(idx, gen()))  # the last stage is the output
+    assert torch.equal(record["normalise"], builder.build(idx, gen(), record={}))  # the last stage is the output
+    np.testing.assert_allclose(record["normalise"].numpy(), builder.build(idx, gen()).numpy(), atol=1e-4)  # fast path
 
 
 def test_view_builder_mix_within_clip_and_same_positives():
@@ -357,6 +376,39 @@ def test_view_builder_no_mix_and_reproducibility():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], full(idx, gen(10))[0])
     assert not torch.equal(a[0], a[1])
+
+
+def test_view_builder_power_domain_mix_equals_log_domain_mix():
+    packed = PackedClips.from_list(synthetic_clips([101, 300, 900, 450, 2000]))
+    idx = torch.tensor([4, 0, 1, 3, 2, 2, 0])
+    for mix in ("mix_out_clip", "mix_within_clip"):
+        builder = ViewBuilder(packed, dataclasses.replace(ALL_ON, mix=mix), -3.0, 1.0)
+        assert builder.power is not None
+        fast = builder.build(idx, gen(3))
+        exact = builder.build(idx, gen(3), record={})  # a recording build mixes in the log domain
+        np.testing.assert_allclose(fast.numpy(), exact.numpy(), atol=1e-4)
+        assert not torch.equal(fast, exact)  # two different paths
+    # features beyond float32's power range: ViewBuilder keeps the log domain and stays finite
+    loud = PackedClips.from_list([c + 20.0 for c in synthetic_clips([101, 300, 900])])
+    builder = ViewBuilder(loud, AugmentConfig.paper(), 17.0, 1.0)
+    assert builder.power is None and torch.isfinite(builder.build(torch.tensor([0, 1, 2]), gen())).all()
+    assert ViewBuilder(packed, dataclasses.replace(ALL_ON, mix="none"), -3.0, 1.0).power is None
+
+
+def test_view_builder_chunks_do_not_change_the_views():
+    packed = PackedClips.from_list(synthetic_clips([101, 300, 900, 450, 2000, 640]))
+    idx = torch.tensor([4, 0, 1, 3, 2, 2, 0, 5, 5])
+    whole = ViewBuilder(packed, ALL_ON, -3.0, 1.0, chunk_views=None)
+    assert ViewBuilder(packed, ALL_ON, -3.0, 1.0).chunk_views == CPU_CHUNK_VIEWS  # "auto" on a CPU
+    for chunk in (1, 4, 7, 18, 100):
+        np.testing.assert_allclose(
+            ViewBuilder(packed, ALL_ON, -3.0, 1.0, chunk_views=chunk).build(idx, gen(8)).numpy(),
+            whole.build(idx, gen(8)).numpy(),
+            rtol=0, atol=1e-6,
+        )
+    for bad in (0, 2.5, "big"):
+        with pytest.raises(ValueError, match="chunk_views"):
+            ViewBuilder(packed, ALL_ON, -3.0, 1.0, chunk_views=bad)
 
 
 def test_view_builder_rejects_bad_features():

@@ -12,7 +12,6 @@ from uclser_lib.views import (
     other_clips,
     random_patches,
     random_starts,
-    two_views,
 )
 
 
@@ -67,19 +66,6 @@ def test_random_patches_lie_in_their_clip():
         assert (windows == patches[k]).all(-1).all(-1).any()
 
 
-def test_two_views_within_clip_and_same():
-    packed = make_packed([101, 400, 2000])
-    idx = torch.tensor([0, 1, 2] * 300)
-    v1, v2 = two_views(packed, idx, gen(), "within_clip")
-    equal = (v1 == v2).flatten(1).all(1)
-    assert equal[idx == 0].all()  # a 101-frame clip gives itself twice
-    assert equal[idx == 1].float().mean() < 0.05  # independent starts: equal with prob 1/299
-    s1, s2 = two_views(packed, idx, gen(), "same")
-    assert torch.equal(s1, s2) and s1.data_ptr() != s2.data_ptr()
-    with pytest.raises(ValueError, match="positives"):
-        two_views(packed, idx, gen(), "across_clips")
-
-
 def test_other_clips_exclude_foreground_and_are_distinct_and_uniform():
     n = 7
     idx = torch.randint(0, n, (30000,), generator=gen(3))
@@ -129,17 +115,15 @@ def test_epoch_batches_permute_all_clips():
 def test_sampling_is_reproducible_and_seed_dependent():
     packed = make_packed([300, 800, 1200, 5000])
     idx = torch.arange(4).repeat(10)
-    a = two_views(packed, idx, gen(11))
-    b = two_views(packed, idx, gen(11))
-    c = two_views(packed, idx, gen(12))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], c[0])
+    a = random_patches(packed, idx, gen(11))
+    assert torch.equal(a, random_patches(packed, idx, gen(11)))
+    assert not torch.equal(a, random_patches(packed, idx, gen(12)))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_sampling_equals_cpu_with_a_cpu_generator():
     packed = make_packed([300, 800, 1200, 5000])
     idx = torch.arange(4).repeat(10)
-    cpu = two_views(packed, idx, gen(11))
-    cuda = two_views(packed.to("cuda"), idx.cuda(), gen(11))
-    assert torch.equal(cpu[0], cuda[0].cpu()) and torch.equal(cpu[1], cuda[1].cpu())
+    cpu = random_patches(packed, idx, gen(11))
+    cuda = random_patches(packed.to("cuda"), idx.cuda(), gen(11))
+    assert torch.equal(cpu, cuda.cpu())

@@ -14,7 +14,7 @@ engine of the course's slider widgets.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,7 +30,6 @@ from uclser_lib.views import (
     other_clips,
     randint_below,
     random_starts,
-    two_views,
     uniform,
 )
 
@@ -42,6 +41,8 @@ MIX_MODES = ("mix_out_clip", "mix_within_clip", "none")
 MASK_VALUES = ("min", "zero", "mean", "max", "noise")
 #: Clips shorter than this many frames get no mix-back under "mix_within_clip" (SPEC section 5).
 MIX_WITHIN_MIN_FRAMES = 4 * PATCH_FRAMES
+#: Views a CPU :class:`ViewBuilder` builds at a time: slices whose intermediates stay in a core's cache.
+CPU_CHUNK_VIEWS = 64
 
 _LN10 = math.log(10.0)
 
@@ -74,8 +75,41 @@ def mix_back(foreground: torch.Tensor, background: torch.Tensor, lam: torch.Tens
     return torch.logaddexp(fg, bg) / _LN10
 
 
+#: Largest |log10 value| for which mix-back may run on powers 10**x in float32: E(P) / E(B) stays below 1e30.
+POWER_DOMAIN_MAX_LOG10 = 15.0
+
+
+def mix_back_power(foreground: torch.Tensor, background: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """:func:`mix_back` on patches given as powers: ``foreground`` P = 10**p, ``background`` B = 10**b, (B, T, F).
+
+    Returns the (B, T, F) log10 mixture ``log10((1 - lam) * P + lam * E(P) / E(B) * B)``: two sums, one
+    multiply-add and one log10 per entry, no exponential. The caller keeps |p|, |b| <= ``POWER_DOMAIN_MAX_LOG10``
+    (then nothing overflows or vanishes in float32); :class:`ViewBuilder` does so, on powers computed once.
+    """
+    if foreground.shape != background.shape or foreground.ndim != 3 or lam.shape != foreground.shape[:1]:
+        raise ValueError(
+            f"mix_back_power expects foreground and background (B, T, F) and lam (B,), got {tuple(foreground.shape)}, "
+            f"{tuple(background.shape)} and {tuple(lam.shape)}"
+        )
+    lam = lam.to(foreground.dtype)
+    weight = lam * foreground.sum((1, 2)) / background.sum((1, 2))  # lambda E(P) / E(B)
+    mixed = foreground * (1 - lam)[:, None, None]
+    return mixed.addcmul_(background, weight[:, None, None]).log10_()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Augmentations
+
+
+def _on_batch(fn, x: torch.Tensor, who: str) -> torch.Tensor:
+    """``fn`` on ``x`` (B, T, F), (B, 1, T, F) or (T, F) seen as (B, T, F); the result in ``x``'s shape."""
+    if x.ndim == 2:
+        return fn(x[None])[0]
+    if x.ndim == 4 and x.shape[1] == 1:
+        return fn(x[:, 0])[:, None]
+    if x.ndim != 3:
+        raise ValueError(f"{who} expects (B, T, F), (B, 1, T, F) or (T, F), got {tuple(x.shape)}")
+    return fn(x)
 
 
 class BatchAugment(nn.Module):
@@ -83,20 +117,21 @@ class BatchAugment(nn.Module):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment ``x`` (B, T, F), (B, 1, T, F) or (T, F); returns the same shape."""
-        if x.ndim == 2:
-            return self.forward(x[None], generator)[0]
-        if x.ndim == 4 and x.shape[1] == 1:
-            return self.forward(x[:, 0], generator)[:, None]
-        if x.ndim != 3:
-            raise ValueError(f"{type(self).__name__} expects (B, T, F), (B, 1, T, F) or (T, F), got {tuple(x.shape)}")
-        self.check_shape(x.shape[1], x.shape[2])
-        return self.apply_params(x, self.sample_params(x, generator))
+
+        def run(x):
+            self.check_shape(x.shape[1], x.shape[2])
+            return self.apply_params(x, self.sample_params(x, generator))
+
+        return _on_batch(run, x, type(self).__name__)
 
     def check_shape(self, n_frames: int, n_bands: int) -> None:
         """ValueError when a parameter does not fit a (n_frames, n_bands) patch."""
 
     def sample_params(self, x: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """Per-example parameters for the batch ``x`` (B, T, F), each a tensor with leading dim B (or masks x B)."""
+        """Per-example parameters for a batch shaped like ``x`` (B, T, F), each a tensor with leading dim B.
+
+        Only ``x``'s shape and device are used (an uninitialised ``torch.empty`` will do).
+        """
         return {}
 
     def apply_params(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -165,9 +200,10 @@ def _lerp_axis(x: torch.Tensor, start: torch.Tensor, size: torch.Tensor, dim: in
     frac = src - i0
     i0 = i0.long()
     i1 = torch.minimum(i0 + 1, start[:, None] + size[:, None] - 1)
-    if dim == 1:  # whole rows: plain indexing copies them
-        b = torch.arange(len(x), device=x.device)[:, None]
-        return torch.lerp(x[b, i0], x[b, i1], frac[:, :, None])
+    if dim == 1:  # whole rows: copy them by flat row index
+        rows = x.reshape(-1, x.shape[2])
+        first = (torch.arange(len(x), device=x.device) * n)[:, None]
+        return torch.lerp(rows.index_select(0, (first + i0).view(-1)), rows.index_select(0, (first + i1).view(-1)), frac.view(-1, 1)).view(x.shape)
     lo = torch.gather(x, 2, i0[:, None, :].expand_as(x))
     hi = torch.gather(x, 2, i1[:, None, :].expand_as(x))
     return torch.lerp(lo, hi, frac[:, None, :])
@@ -263,8 +299,8 @@ class SpecAugment(BatchAugment):
 
     Each mask is filled, in turn, with a statistic of the current patch: ``mask_value`` "min" (released
     default), "zero", "mean", "max" or "noise" (N(mean, std) of the patch). Params: ``freq_start``,
-    ``freq_width`` (n_freq_masks, B), ``time_start``, ``time_width`` (n_time_masks, B) int64, and for
-    "noise" ``z`` (n_freq_masks + n_time_masks, B, T, F) standard normal.
+    ``freq_width`` (B, n_freq_masks), ``time_start``, ``time_width`` (B, n_time_masks) int64, and for
+    "noise" ``z`` (B, n_freq_masks + n_time_masks, T, F) standard normal.
     """
 
     def __init__(self, freq_width=20, n_freq_masks=2, time_width=20, n_time_masks=2, mask_value="min"):
@@ -293,10 +329,10 @@ class SpecAugment(BatchAugment):
         params = {}
         for axis, width, n_masks, size in [("freq", self.freq_width, self.n_freq_masks, Fb), ("time", self.time_width, self.n_time_masks, T)]:
             widths = randint_below(torch.full((n_masks, B), width, device=x.device), generator)
-            params[f"{axis}_width"] = widths
-            params[f"{axis}_start"] = randint_below(size - widths + 1, generator)
+            params[f"{axis}_width"] = widths.T
+            params[f"{axis}_start"] = randint_below(size - widths + 1, generator).T
         if self.mask_value == "noise":
-            params["z"] = normal((self.n_freq_masks + self.n_time_masks, B, T, Fb), generator, x.device)
+            params["z"] = normal((self.n_freq_masks + self.n_time_masks, B, T, Fb), generator, x.device).transpose(0, 1)
         return params
 
     def _fill(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
@@ -316,11 +352,11 @@ class SpecAugment(BatchAugment):
         masks = []
         for axis, size in [("freq", Fb), ("time", T)]:
             pos = torch.arange(size, device=x.device)
-            for start, width in zip(params[f"{axis}_start"], params[f"{axis}_width"]):
+            for start, width in zip(params[f"{axis}_start"].T, params[f"{axis}_width"].T):
                 m = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (B, size)
                 masks.append(m[:, None, :] if axis == "freq" else m[:, :, None])
         for k, m in enumerate(masks):
-            x = torch.where(m, self._fill(x, params["z"][k] if "z" in params else None), x)
+            x = torch.where(m, self._fill(x, params["z"][:, k] if "z" in params else None), x)
         return x
 
 
@@ -392,15 +428,34 @@ class Normalize(BatchAugment):
 
 
 class Compose(nn.Module):
-    """Named augmentations applied in order; ``forward(x, generator, record=None)`` fills ``record[name]`` if given."""
+    """Named augmentations applied in order; ``forward(x, generator, record=None)`` fills ``record[name]`` if given.
+
+    ``sample_params`` draws every step's parameters (in step order, as ``forward`` does) and
+    ``apply_params`` applies them, so a batch can be drawn once and applied in slices.
+    """
 
     def __init__(self, steps: dict[str, BatchAugment]):
         super().__init__()
         self.steps = nn.ModuleDict(steps)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, record: dict | None = None) -> torch.Tensor:
+        """Augment ``x`` (B, T, F), (B, 1, T, F) or (T, F); returns the same shape (``record`` gets (B, T, F) stages)."""
+
+        def run(x):
+            for step in self.steps.values():
+                step.check_shape(x.shape[1], x.shape[2])
+            return self.apply_params(x, self.sample_params(x, generator), record)
+
+        return _on_batch(run, x, "Compose")
+
+    def sample_params(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, dict[str, torch.Tensor]]:
+        """``{step name: its params}`` for a (B, T, F) batch shaped like ``x``; every tensor has leading dim B."""
+        return {name: step.sample_params(x, generator) for name, step in self.steps.items()}
+
+    def apply_params(self, x: torch.Tensor, params: dict, record: dict | None = None) -> torch.Tensor:
+        """Apply the steps to ``x`` (B, T, F) with ``params`` from :meth:`sample_params` (or a slice of them)."""
         for name, step in self.steps.items():
-            x = step(x, generator)
+            x = step.apply_params(x, params[name])
             if record is not None:
                 record[name] = x
         return x
@@ -536,53 +591,88 @@ class ViewBuilder:
     augmentations drawn independently per view. ``mean``, ``std``: scalars of the training features.
     Construction checks once that every clip has >= 101 frames and that all features are finite.
     Under "mix_within_clip", clips shorter than 4 patches (404 frames) are not mixed (lambda = 0).
+    With mix-back on, it also keeps the clips as powers 10**x (one more copy of the features) and mixes
+    with :func:`mix_back_power`, unless some |x| exceeds ``POWER_DOMAIN_MAX_LOG10`` (then :func:`mix_back`).
     """
 
-    def __init__(self, packed: PackedClips, cfg: AugmentConfig, mean: float | None = None, std: float | None = None):
+    def __init__(
+        self, packed: PackedClips, cfg: AugmentConfig, mean: float | None = None, std: float | None = None, chunk_views="auto"
+    ):
         check_lengths(packed.lengths)
         bad = torch.nonzero(~torch.isfinite(packed.data).all(1))
         if len(bad):
             row = int(bad[0, 0])
             clip = int(torch.searchsorted(packed.offsets, torch.tensor(row, device=packed.offsets.device), right=True)) - 1
             raise ValueError(f"features hold NaN or inf: clip {clip} (frame {row - int(packed.offsets[clip])}) and {len(bad) - 1} more frame(s)")
-        self.packed, self.cfg = packed, cfg
+        if chunk_views == "auto":
+            chunk_views = CPU_CHUNK_VIEWS if packed.data.device.type == "cpu" else None
+        if chunk_views is not None and not (isinstance(chunk_views, int) and chunk_views >= 1):
+            raise ValueError(f"ViewBuilder: chunk_views must be 'auto', None or an integer >= 1, got {chunk_views!r}")
+        self.packed, self.cfg, self.chunk_views = packed, cfg, chunk_views
         self.augment = build_augment(cfg, mean, std)
+        # Mix-back on powers computed once (one log10 per entry instead of exp/log-sum-exp), when float32 allows.
+        self.power = None
+        if cfg.mix != "none" and float(packed.data.abs().max()) <= POWER_DOMAIN_MAX_LOG10:
+            self.power = replace(packed, data=torch.pow(10.0, packed.data))
 
     @property
     def device(self) -> torch.device:
         return self.packed.data.device
 
-    def _backgrounds(self, clip_idx, generator, background_clips):
-        """(2B, T, F) backgrounds (view 1 then view 2) and (B,) lambdas."""
-        B = len(clip_idx)
-        lam = uniform((B,), generator, self.device, 0.0, self.cfg.mix_alpha)
+    def _draw(self, clip_idx: torch.Tensor, generator, background_clips) -> dict[str, torch.Tensor]:
+        """Where each of the 2B patches and backgrounds starts, and the (2B,) lambdas (view 1 rows, then view 2)."""
+        lengths = self.packed.lengths[clip_idx]
+        s1 = random_starts(lengths, generator, check=False)
+        s2 = s1 if self.cfg.positives == "same" else random_starts(lengths, generator, check=False)
+        both = torch.cat([clip_idx, clip_idx])
+        draws = {"clips": both, "starts": torch.cat([s1, s2])}
+        if self.cfg.mix == "none":
+            return draws
+        lam = uniform((len(clip_idx),), generator, self.device, 0.0, self.cfg.mix_alpha)
         if self.cfg.mix == "mix_within_clip":
-            clips = torch.cat([clip_idx, clip_idx])
-            lam = torch.where(self.packed.lengths[clip_idx] >= MIX_WITHIN_MIN_FRAMES, lam, 0.0)
+            back = both
+            lam = torch.where(lengths >= MIX_WITHIN_MIN_FRAMES, lam, 0.0)
         else:
             if background_clips is None:
                 background_clips = other_clips(clip_idx, len(self.packed), generator)
-            clips = background_clips.to(self.device).T.reshape(-1)
-        starts = random_starts(self.packed.lengths[clips], generator, check=False)
-        return gather_patches(self.packed, clips, starts), lam
+            back = background_clips.to(self.device).T.reshape(-1)
+        back_starts = random_starts(self.packed.lengths[back], generator, check=False)
+        return {**draws, "back_clips": back, "back_starts": back_starts, "lambda": torch.cat([lam, lam])}
+
+    def _apply(self, draws: dict, params: dict, rows: slice, power: PackedClips | None, record: dict | None) -> torch.Tensor:
+        """Views ``rows`` of the batch from their draws: gather, mix-back, augmentations."""
+        source = self.packed if power is None else power
+        x = gather_patches(source, draws["clips"][rows], draws["starts"][rows])
+        if record is not None:
+            record["view"] = x
+        if self.cfg.mix != "none":
+            background = gather_patches(source, draws["back_clips"][rows], draws["back_starts"][rows])
+            lam = draws["lambda"][rows]
+            x = mix_back(x, background, lam, validate=False) if power is None else mix_back_power(x, background, lam)
+            if record is not None:
+                record.update(background=background, mixed=x, **{"lambda": lam[: len(lam) // 2]})
+        params = {name: {k: v[rows] for k, v in p.items()} for name, p in params.items()}
+        return self.augment.apply_params(x, params, record)
 
     def build(self, clip_idx: torch.Tensor, generator=None, background_clips=None, record: dict | None = None) -> torch.Tensor:
         """Both views stacked, (2B, 101, F): rows :B view 1, rows B: view 2.
 
+        All draws are made first, for the whole batch, then applied ``chunk_views`` views at a time (on a
+        CPU, slices that stay in cache), so the result does not depend on the chunk size.
         ``background_clips`` (B, 2) fixes the mix-back background clips (default: drawn, SPEC section 5);
-        ``record`` (a dict) receives every intermediate stage, each (2B, 101, F) (and "lambda", (B,)).
+        ``record`` (a dict) receives every intermediate stage, each (2B, 101, F) (and "lambda", (B,)); a
+        recording build mixes in the log domain (:func:`mix_back`), so it shows the exact patches (the
+        fast power-domain path agrees to ~1e-5).
         """
         clip_idx = clip_idx.to(self.device)
-        v1, v2 = two_views(self.packed, clip_idx, generator, self.cfg.positives, check=False)
-        x = torch.cat([v1, v2])
-        if record is not None:
-            record["view"] = x
-        if self.cfg.mix != "none":
-            background, lam = self._backgrounds(clip_idx, generator, background_clips)
-            x = mix_back(x, background, torch.cat([lam, lam]), validate=False)
-            if record is not None:
-                record.update(background=background, mixed=x, **{"lambda": lam})
-        return self.augment(x, generator, record)
+        draws = self._draw(clip_idx, generator, background_clips)
+        n = len(draws["clips"])
+        shape = torch.empty((n, PATCH_FRAMES, self.packed.data.shape[1]), device=self.device)  # shape and device only
+        params = self.augment.sample_params(shape, generator)
+        power = self.power if record is None else None  # recorded stages: the exact patches, log-domain mix-back
+        chunk = n if record is not None or self.chunk_views is None else self.chunk_views
+        views = [self._apply(draws, params, slice(k, k + chunk), power, record) for k in range(0, n, chunk)]
+        return views[0] if len(views) == 1 else torch.cat(views)
 
     def __call__(self, clip_idx: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(view1, view2), each (B, 1, 101, F) float32 on the clips' device."""
@@ -697,4 +787,5 @@ __all__ = [
     "augment_views",
     "build_augment",
     "mix_back",
+    "mix_back_power",
 ]

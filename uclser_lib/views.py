@@ -67,9 +67,9 @@ def random_starts(lengths: torch.Tensor, generator: torch.Generator | None, chec
 
 def gather_patches(packed: PackedClips, clip_idx: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     """Patches ``packed.clip(c)[s : s + 101]`` for each (c, s): one gather, (B, 101, F) float32."""
-    rows = packed.offsets[clip_idx] + starts
-    rows = rows[:, None] + torch.arange(PATCH_FRAMES, device=rows.device)
-    return packed.data[rows]
+    data = packed.data.contiguous()
+    windows = data.as_strided((len(data) - PATCH_FRAMES + 1, PATCH_FRAMES, data.shape[1]), (data.shape[1], data.shape[1], 1))
+    return windows.index_select(0, packed.offsets[clip_idx] + starts)  # every 101-frame window, without a copy
 
 
 def random_patches(
@@ -77,30 +77,6 @@ def random_patches(
 ) -> torch.Tensor:
     """One random training patch per clip of ``clip_idx`` (B,): (B, 101, F)."""
     return gather_patches(packed, clip_idx, random_starts(packed.lengths[clip_idx], generator, check))
-
-
-def two_views(
-    packed: PackedClips,
-    clip_idx: torch.Tensor,
-    generator: torch.Generator | None,
-    positives: str = "within_clip",
-    check: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two positive patches of each clip, (B, 101, F) each.
-
-    ``"within_clip"``: two independent random starts in the clip (they may overlap);
-    ``"same"``: the second patch is a copy of the first.
-    """
-    if positives not in POSITIVES:
-        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
-    lengths = packed.lengths[clip_idx]
-    s1 = random_starts(lengths, generator, check)
-    if positives == "same":
-        v1 = gather_patches(packed, clip_idx, s1)
-        return v1, v1.clone()
-    s2 = random_starts(lengths, generator, check=False)
-    both = gather_patches(packed, torch.cat([clip_idx, clip_idx]), torch.cat([s1, s2]))
-    return both[: len(clip_idx)], both[len(clip_idx) :]
 
 
 def other_clips(clip_idx: torch.Tensor, n_clips: int, generator: torch.Generator | None) -> torch.Tensor:
