@@ -42,11 +42,21 @@ def markdown(res: dict) -> str:
     if res.get("features"):
         f = res["features"]
         w = f["workers"]
-        lines += [f"| feature extraction ({f['files']} files, {f['audio_seconds']:.0f} s of audio) | 1 process | {w} processes |", "|---|---|---|",
-                  f"| fast batched path ({f['device']}), audio s/s | {f['fast/w0']:.0f} | {f[f'fast/w{w}']:.0f} |"]  # fmt: skip
+        resamplers = {k: r for k, r in (("fast", f.get("resampler", "torchaudio")), ("fast-torchaudio", "torchaudio")) if f"{k}/w0" in f}
+        best_of = len(next(iter(f["rounds"].values()))) if f.get("rounds") else 1
+        cpu = "fast/w0/cpu" in f  # audio s per CPU s of the process, for the 1-process runs
+        columns = ["1 process"] + (["1 process, per CPU second"] if cpu else []) + [f"{w} processes"]
+        title = f"feature extraction ({f['files']} files, {f['audio_seconds']:.0f} s of audio), 1 thread per process, best of {best_of}"
+        lines += [f"| {title} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+
+        def row(label: str, key: str, one: str, fmt: str, unit: str = "") -> str:
+            cells = [f[f"{key}/{one}"]] + ([f[f"{key}/{one}/cpu"]] if cpu else []) + [f[f"{key}/w{w}"]]
+            return f"| {label} | " + " | ".join(format(c, fmt) + unit for c in cells) + " |"
+
+        lines += [row(f"fast batched path ({f['device']}, {r} resampler), audio s/s", k, "w0", ".0f") for k, r in resamplers.items()]
         if "librosa/w1" in f:
-            lines += [f"| librosa per file, audio s/s | {f['librosa/w1']:.0f} | {f[f'librosa/w{w}']:.0f} |",
-                      f"| ratio | {f['fast_over_librosa/w1']:.1f}x | {f[f'fast_over_librosa/w{w}']:.1f}x |"]  # fmt: skip
+            lines.append(row("librosa per file, audio s/s", "librosa", "w1", ".0f"))
+            lines += [row(f"ratio, fast ({r}) / librosa", f"{k}_over_librosa", "w1", ".1f", "x") for k, r in resamplers.items()]
         lines.append("")
     if res.get("views"):
         v = res["views"]
@@ -120,7 +130,7 @@ def main(argv=None) -> int:
     if "features" in sections:
         from .bench_features import bench_features
 
-        res["features"] = bench_features(device, n_files=8 if quick else 200, max_seconds=5.0 if quick else 30.0)
+        res["features"] = bench_features(device, n_files=8 if quick else 200, max_seconds=5.0 if quick else 30.0, rounds=1 if quick else 3)
         print(json.dumps(res["features"]), flush=True)
         memory("features")
     if "views" in sections:

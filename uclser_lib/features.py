@@ -4,16 +4,20 @@ Two paths compute the same thing:
 
 - :func:`extract_logmel_librosa`, one file at a time with librosa: short and readable, the
   reference the course shows in notebook 01;
-- :class:`LogMel` / :func:`extract_logmel` / :func:`extract_many`, torch and torchaudio,
-  batched over clips of different lengths, on the GPU when there is one and with several CPU
-  workers reading and resampling otherwise.
+- :class:`LogMel` / :func:`extract_logmel` / :func:`extract_many`, torch, batched over clips of
+  different lengths without padding them to a common length: the STFT and mel on the GPU when there
+  is one (CPU workers read and resample), otherwise everything in CPU worker processes.
 
-librosa and soundfile are imported only where files are read, so training code needs neither.
+Resampling (step 1) uses soxr's "HQ" filter, the one librosa uses, when the ``soxr`` package is
+importable, else torchaudio's Kaiser-windowed sinc tuned to follow it (:func:`resample`); both agree
+with the reference features within tolerance, so the backend is not a feature parameter.
+librosa, soundfile and soxr are imported only where files are read, so training code needs none of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +42,8 @@ class LogMelParams:
     min_seconds: float = 1.0  # shorter clips are tiled up to this length
     peak_offset: float = 0.005  # y / (max|y| + peak_offset)
     eps: float = 1.1e-8  # added to the waveform before the STFT and to the mel energies before log10
-    # Kaiser-windowed sinc resampler (torchaudio) tuned to follow librosa's default soxr "HQ" filter, which the
-    # released features used: within 0.01 log10 units of them on the 44.1 kHz reference clip
+    # torchaudio's Kaiser-windowed sinc resampler, used where soxr is absent, tuned to follow librosa's default
+    # soxr "HQ" filter, which the released features used: within 0.01 log10 units of them on the 44.1 kHz clip
     resample_width: int = 64
     resample_rolloff: float = 0.96
     resample_beta: float = 10.0
@@ -82,16 +86,40 @@ def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(y), int(sr)
 
 
-def prepare_waveform(y, sr: int, params: LogMelParams = DEFAULT_PARAMS) -> torch.Tensor:
-    """Steps 1-3 of SPEC section 3 on one mono clip ``y`` (N,) at ``sr`` Hz.
+RESAMPLERS = ("auto", "soxr", "torchaudio")
 
-    Resample to ``params.sr``, remove the mean, divide by (max|y| + 0.005), tile clips shorter than
-    ``min_seconds`` and cut them to exactly that length. Returns float32 (N',).
+
+@functools.cache
+def _soxr():
+    """The soxr module, or None where it is not installed (the GPU machine)."""
+    try:
+        import soxr
+    except ImportError:
+        return None
+    return soxr
+
+
+def resampler_in_use(resampler: str = "auto") -> str:
+    """The backend that ``resampler`` stands for, "soxr" or "torchaudio" ("auto": soxr when importable)."""
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+    if resampler == "auto":
+        return "soxr" if _soxr() is not None else "torchaudio"
+    if resampler == "soxr" and _soxr() is None:
+        raise ValueError("resampler='soxr' needs the soxr package (pip install soxr); use 'auto' or 'torchaudio'")
+    return resampler
+
+
+def resample(y, sr: int, params: LogMelParams = DEFAULT_PARAMS, resampler: str = "auto") -> torch.Tensor:
+    """Resample a mono clip ``y`` (N,) from ``sr`` Hz to ``params.sr``: float32 (ceil(N * params.sr / sr),).
+
+    ``"soxr"``: soxr's "HQ" filter, what ``librosa.resample`` does by default (a C library, fast on a CPU);
+    ``"torchaudio"``: a Kaiser-windowed sinc (``params.resample_*``) tuned to follow it; ``"auto"``: soxr
+    when importable.
     """
-    y = torch.as_tensor(y, dtype=torch.float32)
-    if sr != params.sr:
-        y = AF.resample(
-            y,
+    if resampler_in_use(resampler) == "torchaudio":
+        return AF.resample(
+            torch.as_tensor(y, dtype=torch.float32),
             sr,
             params.sr,
             lowpass_filter_width=params.resample_width,
@@ -99,8 +127,22 @@ def prepare_waveform(y, sr: int, params: LogMelParams = DEFAULT_PARAMS) -> torch
             resampling_method="sinc_interp_kaiser",
             beta=params.resample_beta,
         )
+    y = np.asarray(y, dtype=np.float32)
+    out = _soxr().resample(y, sr, params.sr, quality="soxr_hq")
+    n = -(-len(y) * params.sr // sr)  # zero-filled or cut to this length, as librosa does
+    return torch.from_numpy(np.pad(out, (0, max(0, n - len(out))))[:n])
+
+
+def prepare_waveform(y, sr: int, params: LogMelParams = DEFAULT_PARAMS, resampler: str = "auto") -> torch.Tensor:
+    """Steps 1-3 of SPEC section 3 on one mono clip ``y`` (N,) at ``sr`` Hz.
+
+    Resample to ``params.sr`` (with ``resampler``, see :func:`resample`), remove the mean, divide by
+    (max|y| + 0.005), tile clips shorter than ``min_seconds`` and cut them to exactly that length.
+    Returns float32 (N',).
+    """
+    y = resample(y, sr, params, resampler) if sr != params.sr else torch.as_tensor(y, dtype=torch.float32)
     y = y - y.mean()
-    y = y / (y.abs().max() + params.peak_offset)
+    y /= y.abs().max() + params.peak_offset
     if len(y) < params.min_samples:
         y = y.repeat(-(-params.min_samples // len(y)))[: params.min_samples]
     return y
@@ -109,16 +151,17 @@ def prepare_waveform(y, sr: int, params: LogMelParams = DEFAULT_PARAMS) -> torch
 class LogMel(torch.nn.Module):
     """Waveforms -> log10 mel spectrograms, batched over clips of different lengths (steps 4-6 of SPEC section 3).
 
-    ``forward(waves, lengths)``: ``waves`` (B, N) float32 at ``params.sr`` (zero-padded past each clip's
-    length), ``lengths`` (B,) samples. Returns (B, T_max, n_mels), time first; clip ``b`` is valid for its
-    first ``1 + lengths[b] // hop`` frames. Each clip is reflect-padded at its own ends, so the result
-    equals a per-clip centred STFT exactly.
+    :meth:`packed` takes a list of clips and returns their frames one after the other, with no padding to a
+    common length; ``forward`` does the same for a zero-padded batch. Each clip is reflect-padded at its own
+    ends, so the result equals a per-clip centred STFT (:func:`stft_power`). Spectra are computed
+    ``chunk_frames`` frames at a time (default 512 on the CPU, where a chunk's spectra stay in cache, 16384
+    on other devices), which also bounds the memory a batch needs.
     """
 
-    def __init__(self, params: LogMelParams = DEFAULT_PARAMS):
+    def __init__(self, params: LogMelParams = DEFAULT_PARAMS, chunk_frames: int | None = None):
         super().__init__()
-        self.params = params
-        # periodic Hamming of win_length samples; torch.stft zero-pads it to n_fft, centred
+        self.params, self.chunk_frames = params, chunk_frames
+        # periodic Hamming of win_length samples; torch.stft and librosa zero-pad it to n_fft, centred
         self.register_buffer("window", torch.hamming_window(params.win_length, periodic=True), persistent=False)
         fbank = AF.melscale_fbanks(
             n_freqs=params.n_fft // 2 + 1,
@@ -131,27 +174,49 @@ class LogMel(torch.nn.Module):
         )
         self.register_buffer("fbank", fbank, persistent=False)  # (n_freqs, n_mels)
 
-    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def packed(self, waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        """Log-mel of the clips ``waves`` (each (N_b,) float32 at ``params.sr``, on the module's device).
+
+        Returns ``(features (sum_b T_b, n_mels), [T_b])``, clip after clip, ``T_b = 1 + N_b // hop`` frames.
+        """
         p = self.params
-        pad = p.n_fft // 2
-        lengths = lengths.to(waves.device)
-        if int(lengths.min()) <= pad:
-            raise ValueError(f"LogMel needs clips longer than {pad} samples (reflect padding); got {int(lengths.min())}")
-        n = waves.shape[1]
-        # reflect padding at each clip's own ends, built with one gather: index j of the padded clip reads
-        # sample |j - pad| reflected about the clip's last sample
-        j = torch.arange(n + 2 * pad, device=waves.device) - pad
-        last = (lengths - 1).unsqueeze(1)
-        idx = j.unsqueeze(0).abs()
-        idx = torch.where(idx > last, 2 * last - idx, idx)
-        inside = j.unsqueeze(0) <= last + pad
-        padded = torch.where(inside, waves.gather(1, idx.clamp(0, n - 1)), 0.0)
-        spec = torch.stft(
-            padded + p.eps, p.n_fft, p.hop_length, p.win_length, self.window, center=False, return_complex=True
-        )
-        power = spec.real.square() + spec.imag.square()  # (B, n_freqs, T)
-        mel = torch.matmul(power.transpose(1, 2), self.fbank)  # (B, T, n_mels)
-        return torch.log10(mel + p.eps)
+        pad, hop = p.n_fft // 2, p.hop_length
+        shortest = min(len(w) for w in waves)
+        if shortest <= pad:
+            raise ValueError(f"LogMel needs clips longer than {pad} samples (reflect padding); got {shortest}")
+        # one signal: each clip reflect-padded by n_fft / 2 at both ends, then zero-filled to a multiple of hop,
+        # so that every clip's frames lie on the signal's own frame grid (frame f starts at sample f * hop)
+        pieces, first, n = [], [], 0
+        for w in waves:
+            seg = torch.nn.functional.pad(w.view(1, -1), (pad, pad), mode="reflect").view(-1)
+            pieces += [seg, seg.new_zeros(-len(seg) % hop)]
+            first.append(n // hop)
+            n += len(seg) + len(pieces[-1])
+        signal = torch.cat(pieces).add_(p.eps)
+        counts = [1 + len(w) // hop for w in waves]
+        index = torch.cat([torch.arange(f, f + c) for f, c in zip(first, counts)]).to(signal.device)
+        # torch.stft's frames: n_fft samples, zero outside the window centred in them; the win_length samples under
+        # the window are written into one reused buffer (zero elsewhere), chunk by chunk
+        left = (p.n_fft - p.win_length) // 2
+        under_window = signal[left:].unfold(0, p.win_length, hop)  # (frames, win_length), a view
+        k = self.chunk_frames or (512 if signal.device.type == "cpu" else 16384)
+        buf = signal.new_zeros(min(k, len(index)), p.n_fft)
+        out = signal.new_empty(len(index), p.n_mels)
+        for a in range(0, len(index), k):
+            frames = buf[: min(k, len(index) - a)]
+            torch.mul(under_window[index[a : a + k]], self.window, out=frames[:, left : left + p.win_length])
+            re, im = torch.view_as_real(torch.fft.rfft(frames)).unbind(-1)
+            torch.matmul(torch.addcmul(re * re, im, im), self.fbank, out=out[a : a + k])
+        return out.add_(p.eps).log10_(), counts
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``waves`` (B, N) zero-padded past each clip's ``lengths`` (B,) samples -> (B, 1 + N // hop, n_mels),
+        time first; clip ``b`` fills its first ``1 + lengths[b] // hop`` frames, the rest are zeros."""
+        feats, counts = self.packed([w[: int(n)] for w, n in zip(waves, lengths)])
+        out = feats.new_zeros(len(waves), 1 + waves.shape[1] // self.params.hop_length, self.params.n_mels)
+        for b, x in enumerate(feats.split(counts)):
+            out[b, : len(x)] = x
+        return out
 
 
 def stft_power(wave: torch.Tensor, params: LogMelParams = DEFAULT_PARAMS) -> torch.Tensor:
@@ -168,19 +233,15 @@ def logmel_from_waveforms(
     """Log-mel of several prepared waveforms (see :func:`prepare_waveform`) in one batch; float32 (T_i, n_mels) each."""
     device = torch.device(device or "cpu")
     module = module or LogMel(params).to(device)
-    lengths = torch.tensor([len(w) for w in waves])
-    batch = torch.zeros(len(waves), int(lengths.max()))
-    for i, w in enumerate(waves):
-        batch[i, : len(w)] = w
     with torch.no_grad():
-        out = module(batch.to(device), lengths).float().cpu().numpy()
-    return [out[i, : 1 + int(n) // params.hop_length] for i, n in enumerate(lengths)]
+        feats, counts = module.packed([torch.as_tensor(w).to(device) for w in waves])
+    return np.split(feats.cpu().numpy(), np.cumsum(counts)[:-1])
 
 
-def extract_logmel(path, params: LogMelParams = DEFAULT_PARAMS, device=None) -> np.ndarray:
+def extract_logmel(path, params: LogMelParams = DEFAULT_PARAMS, device=None, resampler: str = "auto") -> np.ndarray:
     """Log-mel spectrogram of one sound file: float32 (frames, 96), the torch path. A 1 s clip gives 101 frames."""
     y, sr = load_audio(path)
-    return logmel_from_waveforms([prepare_waveform(y, sr, params)], params, device)[0]
+    return logmel_from_waveforms([prepare_waveform(y, sr, params, resampler)], params, device)[0]
 
 
 def extract_logmel_librosa(path, params: LogMelParams = DEFAULT_PARAMS) -> np.ndarray:
@@ -213,11 +274,12 @@ def extract_logmel_librosa(path, params: LogMelParams = DEFAULT_PARAMS) -> np.nd
     return np.log10(mel + params.eps).T.astype(np.float32)
 
 
-class _PreparedAudio(torch.utils.data.Dataset):
-    """Read + resample + normalise one file per item (runs in DataLoader workers); errors are returned, not raised."""
+class _ReadAudio(torch.utils.data.Dataset):
+    """Read, resample and normalise one file per item (in DataLoader workers) and, given ``logmel`` (extraction
+    on the CPU), compute its features there too; an unreadable file's error is returned, not raised."""
 
-    def __init__(self, paths: Sequence, params: LogMelParams):
-        self.paths, self.params = list(paths), params
+    def __init__(self, paths: Sequence, params: LogMelParams, resampler: str, logmel: LogMel | None):
+        self.paths, self.params, self.resampler, self.logmel = list(paths), params, resampler, logmel
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -225,9 +287,12 @@ class _PreparedAudio(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             y, sr = load_audio(self.paths[i])
-            return i, prepare_waveform(y, sr, self.params), None, len(y) / sr
         except AudioError as err:
             return i, None, str(err), 0.0
+        x = prepare_waveform(y, sr, self.params, self.resampler)
+        if self.logmel is not None:
+            x = logmel_from_waveforms([x], self.params, module=self.logmel)[0]
+        return i, x, None, len(y) / sr
 
 
 def _keep_list(batch):
@@ -240,26 +305,27 @@ def extract_many(
     device=None,
     workers: int | None = None,
     batch_size: int = 16,
+    resampler: str = "auto",
 ) -> Iterator[tuple[int, np.ndarray | None, str | None, float]]:
     """Extract many files, in order: yields ``(index, features (T, 96) or None, error or None, seconds of audio)``.
 
-    Reading and resampling run in ``workers`` DataLoader processes (default: all cores but one, 0 for
-    in-process); the STFT and mel run batched on ``device``. A file that cannot be read yields its error
-    message instead of features, so the caller decides whether to stop or skip.
+    ``workers`` DataLoader processes (default: one per core, at most 8, on a CPU device; all cores but one
+    otherwise; 0 for in-process) read, resample (see :func:`resample`) and normalise each file; on a CPU
+    device they also compute its log-mel, otherwise the STFT and mel run on ``device``, ``batch_size`` clips
+    at a time. A file that cannot be read yields its error message instead of features, so the caller
+    decides whether to stop or skip.
     """
     device = torch.device(device or "cpu")
+    on_cpu = device.type == "cpu"
+    resampler_in_use(resampler)  # a bad name or a missing soxr fails here, once
     if workers is None:
-        workers = max(0, min(8, (os.cpu_count() or 1) - 1))
-    loader = torch.utils.data.DataLoader(
-        _PreparedAudio(paths, params), batch_size=batch_size, num_workers=workers, collate_fn=_keep_list
-    )
+        workers = max(0, min(8, (os.cpu_count() or 1) - (0 if on_cpu else 1)))
     module = LogMel(params).to(device)
+    data = _ReadAudio(paths, params, resampler, module if on_cpu else None)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=_keep_list)
     for batch in loader:
-        good = [(i, w, sec) for i, w, err, sec in batch if err is None]
-        feats = logmel_from_waveforms([w for _, w, _ in good], params, device, module) if good else []
-        by_index = {i: (f, sec) for (i, _, sec), f in zip(good, feats)}
-        for i, _, err, _ in batch:
-            if err is None:
-                yield i, by_index[i][0], None, by_index[i][1]
-            else:
-                yield i, None, err, 0.0
+        if not on_cpu:
+            waves = [w for _, w, err, _ in batch if err is None]
+            feats = iter(logmel_from_waveforms(waves, params, device, module) if waves else [])
+            batch = [(i, None if err else next(feats), err, sec) for i, _, err, sec in batch]
+        yield from batch
