@@ -63,6 +63,11 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch):
     assert {(r["init"], r["stage"], r["task"]) for r in results["summary"]} == {
         (i, s, t) for i in ("pretrained", "random") for s, t in (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))}
     assert {r["wrong_rate"] for r in results["label_noise"]["rows"]} == {0.5}
+    # only the curves, by linear evaluation
+    assert main(["evaluate", "--encoder", "tiny-resnet18", "--epochs", "1", "--stages", "--label-noise", "0.5", "--curve-stage", "linear",
+                 "--device", "cpu", "--out", str(out)]) == 0  # fmt: skip
+    results = json.loads(out.read_text())
+    assert results["summary"] == [] and {r["stage"] for r in results["label_noise"]["rows"]} == {"linear"}
     # a corrupted file is refused before it is unpickled
     path = tmp_path / "pretrained" / "tiny-resnet18.pt"
     path.write_bytes(path.read_bytes()[:-10])

@@ -1,12 +1,12 @@
-"""Label-noise relabelling and the label-noise experiment (tiny course dataset, 1 epoch)."""
+"""Label-noise relabelling and the label-efficiency and label-noise experiments (tiny course dataset, 1-2 epochs)."""
 
 from collections import Counter
 
 import pytest
 
 from uclser_lib import coursedata, data
-from uclser_lib.downstream import FinetuneConfig
-from uclser_lib.experiments import label_noise
+from uclser_lib.downstream import FinetuneConfig, LinearEvalConfig
+from uclser_lib.experiments import label_efficiency, label_noise
 from uclser_lib.models import build_encoder
 from uclser_lib.train import feature_stats
 
@@ -37,6 +37,25 @@ def test_label_noise_experiment_on_tiny_course():
     assert all(0 <= r["test_balanced"] <= 100 for r in res["rows"]) and len(res["summary"]) == 4
     with pytest.raises(ValueError, match="true class of every noisy clip"):
         label_noise(build_encoder("resnet18"), mean, std, splits, {}, wrong_rates=(0.0,))
+
+
+def test_label_curves_by_linear_evaluation_on_tiny_course():
+    course = data.prepare("tiny", progress=False)
+    splits = course.splits()
+    mean, std = feature_stats(splits["pretrain"].clips)
+    cfg = LinearEvalConfig(epochs=2, batch_size=16, milestones=[1])
+    eff = label_efficiency(build_encoder("vgglike"), mean, std, splits, fractions=(0.5, 1.0), seeds=(0, 1), stage="linear",
+                           linear_cfg=cfg, device="cpu")  # fmt: skip
+    assert {(r["init"], r["fraction"], r["stage"]) for r in eff["rows"]} == {
+        (i, f, "linear") for i in ("pretrained", "random") for f in (0.5, 1.0)}
+    assert all(r["n"] == 2 for r in eff["summary"])
+    n_train = {r["fraction"]: r["n_train"] for r in eff["rows"]}
+    assert len(splits["test"].classes) <= n_train[0.5] <= n_train[1.0]  # at least one clip per class
+    noise = label_noise(build_encoder("vgglike"), mean, std, splits, coursedata.read_truth(course.root), wrong_rates=(0.6,),
+                        stage="linear", linear_cfg=cfg, device="cpu")  # fmt: skip
+    assert {(r["stage"], r["wrong_rate"]) for r in noise["rows"]} == {("linear", 0.6)}
+    with pytest.raises(ValueError, match="stage must be"):
+        label_efficiency(build_encoder("vgglike"), mean, std, splits, fractions=(1.0,), stage="probe", device="cpu")
 
 
 def test_with_labels_shares_features():

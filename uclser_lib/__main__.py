@@ -8,7 +8,9 @@
 - ``linear-eval --config linear_eval.yaml`` / ``finetune --config finetune.yaml [--encoder random:resnet18]
   [--task noisy|clean]``: one downstream run; metrics (test at the best validation epoch) to ``out`` as JSON.
 - ``evaluate --encoder course-resnet18 [--seeds 0 1 2] [--epochs 200] [--out FILE]``: linear evaluation and
-  fine-tuning on both downstream tasks, the pre-trained encoder vs random init (:mod:`uclser_lib.experiments`).
+  fine-tuning on both downstream tasks, the pre-trained encoder vs random init (:mod:`uclser_lib.experiments`);
+  ``[--stages ...] [--label-efficiency] [--label-noise RATE ...] [--curve-stage linear|finetune]`` choose the
+  comparisons and add the label-efficiency and label-noise curves.
 
 Configs are YAML (read with ``yaml.safe_load``); a bare file name means a shipped config in
 ``uclser_lib/configs/``. Every key can be overridden as ``--key value`` (nested: ``--section.key value``);
@@ -102,27 +104,30 @@ def evaluate_command(args) -> int:
     splits = course.splits()
     milestones = [int(args.epochs * 0.4), int(args.epochs * 0.8)]
     linear_cfg, finetune_cfg = LinearEvalConfig(epochs=args.epochs, milestones=milestones), FinetuneConfig(epochs=args.epochs, milestones=milestones)
-    results = compare_inits(encoder, info["mean"], info["std"], splits, args.seeds, linear_cfg=linear_cfg,
+    stages = [tuple(s.split(":")) for s in args.stages]
+    results = compare_inits(encoder, info["mean"], info["std"], splits, args.seeds, stages, linear_cfg=linear_cfg,
                             finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
+    curve_args = dict(seeds=args.seeds, stage=args.curve_stage, linear_cfg=linear_cfg, finetune_cfg=finetune_cfg, device=args.device)
     if args.label_efficiency:
-        results["label_efficiency"] = label_efficiency(encoder, info["mean"], info["std"], splits, seeds=args.seeds,
-                                                       finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
+        results["label_efficiency"] = label_efficiency(encoder, info["mean"], info["std"], splits, **curve_args)
     if args.label_noise:
         from .coursedata import read_truth
         from .experiments import label_noise
 
-        results["label_noise"] = label_noise(encoder, info["mean"], info["std"], splits, read_truth(course.root),
-                                             args.label_noise, seeds=args.seeds, finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
+        results["label_noise"] = label_noise(encoder, info["mean"], info["std"], splits, read_truth(course.root), args.label_noise, **curve_args)
     results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds)
     out = Path(args.out or f"runs/results-{args.encoder}.json")
     write_atomic(out, json.dumps(results, indent=1))
-    for row in results["summary"]:
-        print(f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s} test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})")
+    for row in results["summary"] + [r for k in ("label_efficiency", "label_noise") if k in results for r in results[k]["summary"]]:
+        point = "".join(f" {k} {row[k]}" for k in ("fraction", "wrong_rate") if row.get(k) is not None)
+        print(f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s}{point} test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})")
     print(f"results in {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .experiments import STAGES
+
     parser = argparse.ArgumentParser(prog="python -m uclser_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("extract", help="generate the course dataset if needed and extract its log-mel features")
@@ -147,9 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--encoder", required=True, help="a name in pretrained/manifest.json, e.g. course-resnet18")
     ev.add_argument("--seeds", type=int, nargs="+", default=[0])
     ev.add_argument("--epochs", type=int, default=200, help="epochs of every supervised stage (lr drops at 40%% and 80%%)")
-    ev.add_argument("--label-efficiency", action="store_true", help="also fine-tune on 1-100%% of the clean labels")
+    ev.add_argument("--stages", nargs="*", default=[f"{s}:{t}" for s, t in STAGES], choices=[f"{s}:{t}" for s, t in STAGES],
+                    metavar="STAGE:TASK", help="pre-trained vs random comparisons to run (default: all three; none: only the curves)")
+    ev.add_argument("--label-efficiency", action="store_true", help="also train on 1-100%% of the clean labels")
     ev.add_argument("--label-noise", type=float, nargs="*", default=None, metavar="RATE",
-                    help="also fine-tune on the noisy subset relabelled at these wrong-label rates (course dataset only)")
+                    help="also train on the noisy subset relabelled at these wrong-label rates (course dataset only)")
+    ev.add_argument("--curve-stage", choices=["finetune", "linear"], default="finetune",
+                    help="how the label-efficiency and label-noise curves train: fine-tuning, or linear evaluation (fast on a CPU)")
     ev.add_argument("--out", default=None, help="JSON file for the results (default runs/results-<encoder>.json)")
     ev.add_argument("--device", default=None)
     args, rest = parser.parse_known_args(argv)

@@ -5,7 +5,8 @@ fine-tuning on both downstream tasks (noisy labels; few clean labels) from the p
 from a random initialisation of the same architecture, for several seeds, and summarises the test
 balanced accuracy at the best validation epoch as mean and spread. :func:`label_efficiency` does the
 same for a growing fraction of the clean labels, and :func:`label_noise` for noisy labels relabelled at
-several wrong-label rates (course dataset only: it needs the true classes).
+several wrong-label rates (course dataset only: it needs the true classes); both by fine-tuning or, in
+seconds on a CPU, by linear evaluation (``stage="linear"``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ STAGES = (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
 
 
 def _run(stage: str, encoder: Encoder, mean, std, sets, seed: int, linear_cfg, finetune_cfg, device, progress) -> dict:
+    if stage not in ("linear", "finetune"):
+        raise ValueError(f"stage must be 'linear' or 'finetune', got {stage!r}")
     if stage == "linear":
+        linear_cfg = linear_cfg or LinearEvalConfig()
         res = linear_eval(encoder, mean, std, *sets, cfg=replace(linear_cfg, seed=seed), device=device, progress=progress)
     else:
+        finetune_cfg = finetune_cfg or FinetuneConfig()
         res = finetune(encoder, mean, std, *sets, cfg=replace(finetune_cfg, seed=seed), device=device, progress=progress)
     return {"test_balanced": res.test["balanced"], "test_top1": res.test["top1"], "val_balanced": res.val["balanced"],
             "best_epoch": res.best_epoch}  # fmt: skip
@@ -52,7 +57,6 @@ def compare_inits(
     "summary": [...]}``: one row per (init, stage, task, seed) with test/val balanced accuracy (%) and the
     best epoch; the summary gives mean and std over seeds.
     """
-    linear_cfg, finetune_cfg = linear_cfg or LinearEvalConfig(), finetune_cfg or FinetuneConfig()
     arch = _arch_name(encoder)
     rows = []
     for seed in seeds:
@@ -67,10 +71,10 @@ def compare_inits(
 
 def label_efficiency(
     encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], fractions=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
-    seeds=(0,), finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,
+    seeds=(0,), stage: str = "finetune", linear_cfg: LinearEvalConfig | None = None, finetune_cfg: FinetuneConfig | None = None,
+    device=None, progress=False,
 ) -> dict:  # fmt: skip
-    """Fine-tuning on a fraction of the clean labels (at least one clip per class), pre-trained vs random init."""
-    finetune_cfg = finetune_cfg or FinetuneConfig()
+    """``stage`` ("finetune" or "linear") on a fraction of the clean labels (at least one clip per class), pre-trained vs random init."""
     train, val, test = task_splits(splits, "clean")
     rows = []
     for seed in seeds:
@@ -78,17 +82,18 @@ def label_efficiency(
             subset = subsample_per_class(train, fraction, seed)
             torch.manual_seed(seed)
             for init, enc in {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}.items():
-                out = _run("finetune", copy.deepcopy(enc), mean, std, (subset, val, test), seed, None, finetune_cfg, device, progress)
-                rows.append(dict(arch=_arch_name(encoder), init=init, stage="finetune", task="clean", fraction=fraction,
+                out = _run(stage, copy.deepcopy(enc), mean, std, (subset, val, test), seed, linear_cfg, finetune_cfg, device, progress)
+                rows.append(dict(arch=_arch_name(encoder), init=init, stage=stage, task="clean", fraction=fraction,
                                  seed=seed, n_train=len(subset), **out))  # fmt: skip
     return {"rows": rows, "summary": summarise(rows)}
 
 
 def label_noise(
     encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], truth: dict[str, tuple[str, str]],
-    wrong_rates=(0.0, 0.2, 0.4, 0.6), seeds=(0,), finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,
+    wrong_rates=(0.0, 0.2, 0.4, 0.6), seeds=(0,), stage: str = "finetune", linear_cfg: LinearEvalConfig | None = None,
+    finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,
 ) -> dict:  # fmt: skip
-    """Fine-tuning on the noisy subset relabelled at several wrong-label rates, pre-trained vs random init.
+    """``stage`` ("finetune" or "linear") on the noisy subset relabelled at several wrong-label rates, pre-trained vs random init.
 
     ``truth``: :func:`~uclser_lib.coursedata.read_truth` of the course dataset. The audio stays as it is (its
     "incomplete" clips keep their second event); only the labels change: the true class, then
@@ -96,7 +101,6 @@ def label_noise(
     """
     from .coursedata import relabel
 
-    finetune_cfg = finetune_cfg or FinetuneConfig()
     train, val, test = task_splits(splits, "noisy")
     missing = [f for f in train.fnames if f not in truth]
     if missing:
@@ -108,8 +112,8 @@ def label_noise(
             noisy = train.with_labels([train.classes.index(c) for c in relabel(true, rate, seed)])
             torch.manual_seed(seed)
             for init, enc in {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}.items():
-                out = _run("finetune", copy.deepcopy(enc), mean, std, (noisy, val, test), seed, None, finetune_cfg, device, progress)
-                rows.append(dict(arch=_arch_name(encoder), init=init, stage="finetune", task="noisy", wrong_rate=rate, seed=seed, **out))
+                out = _run(stage, copy.deepcopy(enc), mean, std, (noisy, val, test), seed, linear_cfg, finetune_cfg, device, progress)
+                rows.append(dict(arch=_arch_name(encoder), init=init, stage=stage, task="noisy", wrong_rate=rate, seed=seed, **out))
     return {"rows": rows, "summary": summarise(rows)}
 
 
