@@ -64,3 +64,27 @@ def test_with_labels_shares_features():
     assert relabelled.clips.data is fs.clips.data and set(relabelled.labels) == {0}
     with pytest.raises(ValueError, match="class indices"):
         fs.with_labels([99] * len(fs))
+
+
+def test_curves_plot_one_line_per_init_in_x_order():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from uclser_lib import plots
+
+    summary = [dict(init=i, fraction=f, wrong_rate=w, mean=m, std=1.0)
+               for i, base in (("random", 10.0), ("pretrained", 40.0))
+               for f, w, m in ((1.0, 0.6, base + 20), (0.1, 0.0, base))]  # fmt: skip
+    fig, (a, b) = plt.subplots(1, 2)
+    plots.label_efficiency_curve(a, summary, {0.1: 3, 1.0: 30}, chance=5.0)
+    plots.label_noise_curve(b, summary)
+    for ax, x in ((a, "fraction"), (b, "wrong_rate")):
+        lines = {c.get_label(): c.lines[0] for c in ax.containers}
+        assert set(lines) == {"random", "pretrained"}
+        for init, line in lines.items():
+            rows = sorted((r for r in summary if r["init"] == init), key=lambda r: r[x])
+            assert list(line.get_xdata()) == [r[x] for r in rows] and list(line.get_ydata()) == [r["mean"] for r in rows]
+    assert [t.get_text() for t in a.get_xticklabels()] == ["0.1\n(3 clips)", "1\n(30 clips)"] and a.get_xscale() == "log"
+    plt.close(fig)

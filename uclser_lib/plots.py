@@ -214,22 +214,38 @@ def downstream_curves(histories: dict[str, list[dict]], title: str = ""):
     return fig
 
 
-def label_efficiency_curve(ax, summary: list[dict], n_train: dict[float, int] | None = None, chance: float | None = None, title: str = ""):
-    """Test balanced accuracy against the fraction of clean labels, one line per init (``label_efficiency``'s
-    summary rows: init, fraction, mean, std); ``n_train`` (fraction -> clips) labels the ticks, ``chance`` draws a dotted line."""
+def init_curves(ax, summary: list[dict], x: str, xlabel: str, log_x: bool = False, tick_labels: dict | None = None,
+                chance: float | None = None, title: str = ""):  # fmt: skip
+    """Test balanced accuracy (mean +- std over seeds) against ``x``, one line per init.
+
+    ``summary``: :func:`~uclser_lib.experiments.summarise` rows with init, ``x``, mean, std. ``tick_labels``
+    (x value -> extra text) labels the ticks; ``chance`` draws a dotted line.
+    """
     for init in sorted({r["init"] for r in summary}):
-        rows = sorted((r for r in summary if r["init"] == init), key=lambda r: r["fraction"])
-        fr = [r["fraction"] for r in rows]
-        ax.errorbar(fr, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], marker="o", capsize=3, label=init)
+        rows = sorted((r for r in summary if r["init"] == init), key=lambda r: r[x])
+        ax.errorbar([r[x] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows], marker="o", capsize=3, label=init)
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
-    fractions = sorted({r["fraction"] for r in summary})
-    ax.set_xscale("log")
-    ax.set_xticks(fractions, [f"{f:g}" + (f"\n({n_train[f]} clips)" if n_train else "") for f in fractions])
+    values = sorted({r[x] for r in summary})
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xticks(values, [f"{v:g}" + (f"\n({tick_labels[v]})" if tick_labels else "") for v in values])
     ax.minorticks_off()
-    ax.set(xlabel="fraction of the clean training labels", ylabel="test balanced accuracy (%)", title=title)
+    ax.set(xlabel=xlabel, ylabel="test balanced accuracy (%)", title=title)
     ax.legend()
     return ax
+
+
+def label_efficiency_curve(ax, summary: list[dict], n_train: dict[float, int] | None = None, chance: float | None = None, title: str = ""):
+    """:func:`init_curves` of ``label_efficiency``'s summary against the fraction of clean labels (log axis);
+    ``n_train`` (fraction -> clips) labels the ticks."""
+    ticks = {f: f"{n} clips" for f, n in n_train.items()} if n_train else None
+    return init_curves(ax, summary, "fraction", "fraction of the clean training labels", True, ticks, chance, title)
+
+
+def label_noise_curve(ax, summary: list[dict], chance: float | None = None, title: str = ""):
+    """:func:`init_curves` of ``label_noise``'s summary against the wrong-label rate of the training labels."""
+    return init_curves(ax, summary, "wrong_rate", "fraction of wrong training labels", chance=chance, title=title)
 
 
 def embedding_map(ax, xy: np.ndarray, labels: np.ndarray, classes: list[str], title: str = "", legend: bool = True):
