@@ -88,3 +88,26 @@ def test_curves_plot_one_line_per_init_in_x_order():
             assert list(line.get_xdata()) == [r[x] for r in rows] and list(line.get_ydata()) == [r["mean"] for r in rows]
     assert [t.get_text() for t in a.get_xticklabels()] == ["0.1\n(3 clips)", "1\n(30 clips)"] and a.get_xscale() == "log"
     plt.close(fig)
+
+
+def test_linear_eval_embedding_cache_skips_embedded_sets_and_keeps_results():
+    from uclser_lib.downstream import linear_eval, task_splits
+
+    course = data.prepare("tiny", progress=False)
+    splits = course.splits()
+    mean, std = feature_stats(splits["pretrain"].clips)
+    train, val, test = task_splits(splits, "noisy")
+    encoder = build_encoder("vgglike")
+    calls = []
+    embed = encoder.embed
+    encoder.embed = lambda x: calls.append(len(x)) or embed(x)
+    cfg = LinearEvalConfig(epochs=2, batch_size=16, milestones=[1])
+    plain = linear_eval(encoder, mean, std, train, val, test, cfg=cfg, device="cpu", progress=False)
+    n_plain, cache = len(calls), {}
+    first = linear_eval(encoder, mean, std, train, val, test, cfg=cfg, device="cpu", progress=False, embedding_cache=cache)
+    assert len(cache) == 3 and first.test["balanced"] == plain.test["balanced"]
+    calls.clear()
+    relabelled = train.with_labels(list(reversed(train.labels.tolist())))  # same clips: served from the cache
+    again = linear_eval(encoder, mean, std, relabelled, val, test, cfg=cfg, device="cpu", progress=False, embedding_cache=cache)
+    assert calls == [] and n_plain > 0 and len(cache) == 3
+    assert again.test["confusion"].sum() == len(test)

@@ -316,6 +316,7 @@ def linear_eval(
     device=None,
     progress: bool = True,
     cached: bool = True,
+    embedding_cache: dict | None = None,
 ) -> DownstreamResult:
     """Linear evaluation of a frozen ``encoder``: train ``Linear(embedding_dim, n_classes)`` with cross-entropy.
 
@@ -324,7 +325,10 @@ def linear_eval(
     weights and BatchNorm statistics are not changed. Each epoch draws, per clip, one of its evaluation
     patches (starts 0, 50, 100, ...). ``cached=True`` embeds all of them once up front; ``cached=False`` runs
     the encoder on the drawn patches every epoch (the slow reference path: same draws, same result up to
-    float rounding). Returns a :class:`DownstreamResult` whose ``model`` is a :class:`LinearProbe`.
+    float rounding). ``embedding_cache``: a dict shared by calls with the same frozen encoder (same weights,
+    ``mean`` and ``std``): sets whose clips were embedded before (the same tensors, e.g. relabelled by
+    ``FeatureSet.with_labels``) are not embedded again. Returns a :class:`DownstreamResult` whose ``model`` is a
+    :class:`LinearProbe`.
     """
     cfg = cfg or LinearEvalConfig()
     device = pick_device(device)
@@ -334,9 +338,14 @@ def linear_eval(
     dim = encoder.embedding_dim
 
     def embed(fs: FeatureSet, name: str):
+        key = (id(fs.clips.data), id(fs.clips.offsets), str(device))  # the entry keeps both alive: ids stay unique
+        if embedding_cache is not None and key in embedding_cache:
+            return embedding_cache[key][1:]
         emb, clip_index = embed_eval_patches(encoder.embed, fs.clips, mean, std, device, progress=progress, desc=f"embedding {name}")
         if emb.shape[1] != dim:
             raise ValueError(f"encoder.embed gives {emb.shape[1]}-d embeddings but encoder.embedding_dim is {dim}")
+        if embedding_cache is not None:
+            embedding_cache[key] = ((fs.clips.data, fs.clips.offsets), emb, clip_index)
         return emb, clip_index
 
     scored = [(val, *embed(val, "val")), (test, *embed(test, "test"))]

@@ -25,12 +25,15 @@ from .models import Encoder, build_encoder
 STAGES = (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
 
 
-def _run(stage: str, encoder: Encoder, mean, std, sets, seed: int, linear_cfg, finetune_cfg, device, progress) -> dict:
+def _run(stage: str, encoder: Encoder, mean, std, sets, seed: int, linear_cfg, finetune_cfg, device, progress, cache=None) -> dict:
+    """``stage`` from a copy of ``encoder``; ``cache``: linear evaluation's embedding cache for this encoder."""
     if stage not in ("linear", "finetune"):
         raise ValueError(f"stage must be 'linear' or 'finetune', got {stage!r}")
+    encoder = copy.deepcopy(encoder)
     if stage == "linear":
         linear_cfg = linear_cfg or LinearEvalConfig()
-        res = linear_eval(encoder, mean, std, *sets, cfg=replace(linear_cfg, seed=seed), device=device, progress=progress)
+        res = linear_eval(encoder, mean, std, *sets, cfg=replace(linear_cfg, seed=seed), device=device, progress=progress,
+                          embedding_cache=cache)  # fmt: skip
     else:
         finetune_cfg = finetune_cfg or FinetuneConfig()
         res = finetune(encoder, mean, std, *sets, cfg=replace(finetune_cfg, seed=seed), device=device, progress=progress)
@@ -64,7 +67,7 @@ def compare_inits(
         inits = {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=encoder.classifier().out_features)}
         for init, enc in inits.items():
             for stage, task in stages:
-                out = _run(stage, copy.deepcopy(enc), mean, std, task_splits(splits, task), seed, linear_cfg, finetune_cfg, device, progress)
+                out = _run(stage, enc, mean, std, task_splits(splits, task), seed, linear_cfg, finetune_cfg, device, progress)
                 rows.append(dict(arch=arch, init=init, stage=stage, task=task, seed=seed, **out))
     return {"rows": rows, "summary": summarise(rows)}
 
@@ -76,13 +79,15 @@ def label_efficiency(
 ) -> dict:  # fmt: skip
     """``stage`` ("finetune" or "linear") on a fraction of the clean labels (at least one clip per class), pre-trained vs random init."""
     train, val, test = task_splits(splits, "clean")
-    rows = []
+    rows, caches = [], {"pretrained": {}}  # linear evaluation embeds each set once per encoder
     for seed in seeds:
+        torch.manual_seed(seed)
+        inits = {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}
+        caches["random"] = {}
         for fraction in fractions:
             subset = subsample_per_class(train, fraction, seed)
-            torch.manual_seed(seed)
-            for init, enc in {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}.items():
-                out = _run(stage, copy.deepcopy(enc), mean, std, (subset, val, test), seed, linear_cfg, finetune_cfg, device, progress)
+            for init, enc in inits.items():
+                out = _run(stage, enc, mean, std, (subset, val, test), seed, linear_cfg, finetune_cfg, device, progress, caches[init])
                 rows.append(dict(arch=_arch_name(encoder), init=init, stage=stage, task="clean", fraction=fraction,
                                  seed=seed, n_train=len(subset), **out))  # fmt: skip
     return {"rows": rows, "summary": summarise(rows)}
@@ -106,13 +111,15 @@ def label_noise(
     if missing:
         raise ValueError(f"label_noise needs the true class of every noisy clip; {len(missing)} missing, e.g. {missing[:3]}")
     true = [truth[f][0] for f in train.fnames]
-    rows = []
+    rows, caches = [], {"pretrained": {}}  # linear evaluation embeds each set once per encoder (relabelling keeps the clips)
     for seed in seeds:
+        torch.manual_seed(seed)
+        inits = {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}
+        caches["random"] = {}
         for rate in wrong_rates:
             noisy = train.with_labels([train.classes.index(c) for c in relabel(true, rate, seed)])
-            torch.manual_seed(seed)
-            for init, enc in {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}.items():
-                out = _run(stage, copy.deepcopy(enc), mean, std, (noisy, val, test), seed, linear_cfg, finetune_cfg, device, progress)
+            for init, enc in inits.items():
+                out = _run(stage, enc, mean, std, (noisy, val, test), seed, linear_cfg, finetune_cfg, device, progress, caches[init])
                 rows.append(dict(arch=_arch_name(encoder), init=init, stage=stage, task="noisy", wrong_rate=rate, seed=seed, **out))
     return {"rows": rows, "summary": summarise(rows)}
 
