@@ -136,8 +136,8 @@ def test_finetune_trains_a_copy_end_to_end_and_learns():
     torch.manual_seed(0)
     encoder = build_encoder("resnet18", n_classes=20)
     before = snapshot(encoder)
-    res = finetune(encoder, mean, std, train, val, test, FinetuneConfig(epochs=4, batch_size=8, milestones=[100]),
-                   device="cpu", progress=False)  # fmt: skip
+    cfg = FinetuneConfig(epochs=4, batch_size=8, milestones=[100], probe_epochs=0)  # from the fresh classifier
+    res = finetune(encoder, mean, std, train, val, test, cfg, device="cpu", progress=False)
     for k, v in encoder.state_dict().items():  # the caller's encoder is untouched
         assert torch.equal(v, before[k]), k
     tuned = res.model.state_dict()
@@ -147,6 +147,24 @@ def test_finetune_trains_a_copy_end_to_end_and_learns():
     assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
     assert res.val["balanced"] > 50  # chance: 25
     assert evaluate(res.model, val, mean, std)["balanced"] == pytest.approx(res.val["balanced"])
+
+
+def test_finetune_starts_from_the_linear_probe_of_probe_epochs():
+    train, val, test = sets()
+    mean, std = feature_stats(train.clips)
+    encoder = TinyEncoder()
+    kw = dict(epochs=2, batch_size=8, lr=1e-9, milestones=[100])  # fine-tuning barely moves anything at lr 1e-9
+    probed = finetune(encoder, mean, std, train, val, test, FinetuneConfig(probe_epochs=6, **kw), device="cpu", progress=False)
+    fresh = finetune(encoder, mean, std, train, val, test, FinetuneConfig(probe_epochs=0, **kw), device="cpu", progress=False)
+    # the classifier fine-tuning starts from is linear evaluation's (lr 0.1, drops at 40 % and 80 %), same seed
+    probe = linear_eval(encoder, mean, std, train, val, test, LinearEvalConfig(epochs=6, batch_size=8, milestones=[2, 4]),
+                        device="cpu", progress=False)  # fmt: skip
+    torch.testing.assert_close(probed.head.weight, probe.head.weight, atol=1e-6, rtol=0)
+    assert len(probed.history) == 2  # the history holds the fine-tuning epochs
+    assert probed.history[0]["loss"] < 0.7 * fresh.history[0]["loss"]
+    assert probed.val["balanced"] > fresh.val["balanced"]
+    with pytest.raises(ValueError, match="probe_epochs must be >= 0"):
+        FinetuneConfig(probe_epochs=-1)
 
 
 def test_bad_input_is_refused_clearly():
