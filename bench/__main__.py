@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -23,17 +22,10 @@ from pathlib import Path
 
 import torch
 
-from uclser_lib.runtime import pick_device, write_atomic
+from uclser_lib.runtime import describe_machine, pick_device, write_atomic
 
 from .pipeline import bench_epochs, bench_knn, bench_train_step
 from .synthetic import FSD_SIZES
-
-
-def machine(device: torch.device) -> dict:
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def markdown(res: dict) -> str:
@@ -114,7 +106,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sections = set(args.sections.split(","))
     res = {"date": time.strftime("%Y-%m-%d"), "command": "python -m bench " + " ".join(argv or sys.argv[1:]),
-           "machine": machine(device), "device": str(device)}  # fmt: skip
+           "machine": describe_machine(device), "device": str(device)}  # fmt: skip
     quick = args.quick
     n_clips = 300 if quick else FSD_SIZES["pretrain"]
     steps = dict(warmup=1, steps=2) if quick else dict(warmup=10, steps=30)

@@ -45,7 +45,7 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert "unknown key(s) ['batch_sise']" in capsys.readouterr().err
 
 
-def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch):
+def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "pretrained")
     run = tmp_path / "run"
     args = ["pretrain", "--config", "pretrain.yaml", "--data.preset", "tiny", "--run_dir", str(run), "--epochs", "1",
@@ -63,6 +63,17 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch):
     assert {(r["init"], r["stage"], r["task"]) for r in results["summary"]} == {
         (i, s, t) for i in ("pretrained", "random") for s, t in (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))}
     assert {r["wrong_rate"] for r in results["label_noise"]["rows"]} == {0.5}
+    # a rerun of one stage, with another seed, put into that file; its command is recorded
+    merge = ["evaluate", "--encoder", "tiny-resnet18", "--epochs", "1", "--stages", "finetune:clean", "--seeds", "3", "--device", "cpu",
+             "--merge-into", str(out)]  # fmt: skip
+    assert main(merge) == 0
+    merged = json.loads(out.read_text())
+    assert len(merged["rows"]) == len(results["rows"]) + 2 and merged["seeds"] == [0, 3] and "label_noise" in merged
+    assert [r["command"] for r in merged["runs"]] == [r["command"] for r in results["runs"]] + ["python -m uclser_lib " + " ".join(merge)]
+    assert merged["runs"][-1]["probe_epochs"] == 100 and merged["runs"][-1]["machine"]["torch"] == torch.__version__
+    before = out.read_text()
+    assert main([*merge[:4], "2", *merge[5:]]) == 2  # other epochs: refused before any run, the file untouched
+    assert "different epochs: 1 vs 2" in capsys.readouterr().err and out.read_text() == before
     # only the curves, by linear evaluation
     assert main(["evaluate", "--encoder", "tiny-resnet18", "--epochs", "1", "--stages", "--label-noise", "0.5", "--curve-stage", "linear",
                  "--device", "cpu", "--out", str(out)]) == 0  # fmt: skip

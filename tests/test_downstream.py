@@ -1,10 +1,14 @@
 """Linear evaluation and fine-tuning: cached == slow path, frozen = eval mode, selection rule, tasks, bad input."""
 
+import dataclasses
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from uclser_lib import plots
 from uclser_lib.data import FeatureSet, PackedClips, paper_splits
 from uclser_lib.downstream import (
     FinetuneConfig,
@@ -128,6 +132,16 @@ def test_selection_takes_the_best_val_epoch_and_its_test_metrics():
     # the returned model holds the best epoch's weights, not the last epoch's
     assert evaluate(res.model, val, mean, std)["balanced"] == pytest.approx(max(val_curve))
     assert evaluate(res.model, test, mean, std)["balanced"] == pytest.approx(res.test["balanced"])
+    # scoring the test set only when validation improves: the same result; the test curve at those epochs only
+    sparse = linear_eval(TinyEncoder(), mean, std, train, val, test, dataclasses.replace(cfg, test_every_epoch=False),
+                         device="cpu", progress=False)  # fmt: skip
+    assert (sparse.best_epoch, sparse.val["balanced"], sparse.test["balanced"]) == (res.best_epoch, res.val["balanced"], res.test["balanced"])
+    improving = [e + 1 for e, v in enumerate(val_curve) if v > max(val_curve[:e], default=-1)]
+    assert [h["epoch"] for h in sparse.history if "test_balanced" in h] == improving and len(improving) < len(val_curve)
+    assert all(h["test_balanced"] == res.history[h["epoch"] - 1]["test_balanced"] for h in sparse.history if "test_balanced" in h)
+    fig = plots.downstream_curves({"every epoch": res.history, "improving epochs": sparse.history})
+    assert [len(line.get_xdata()) for line in fig.axes[1].lines[1::3]] == [len(val_curve), len(improving)]  # the test lines
+    plt.close(fig)
 
 
 def test_finetune_trains_a_copy_end_to_end_and_learns():

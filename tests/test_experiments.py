@@ -6,7 +6,7 @@ import pytest
 
 from uclser_lib import coursedata, data
 from uclser_lib.downstream import FinetuneConfig, LinearEvalConfig
-from uclser_lib.experiments import label_efficiency, label_noise
+from uclser_lib.experiments import label_efficiency, label_noise, merge_results
 from uclser_lib.models import build_encoder
 from uclser_lib.train import feature_stats
 
@@ -111,3 +111,25 @@ def test_linear_eval_embedding_cache_skips_embedded_sets_and_keeps_results():
     again = linear_eval(encoder, mean, std, relabelled, val, test, cfg=cfg, device="cpu", progress=False, embedding_cache=cache)
     assert calls == [] and n_plain > 0 and len(cache) == 3
     assert again.test["confusion"].sum() == len(test)
+
+
+def test_merge_results_replaces_rerun_rows_and_keeps_the_rest():
+    def row(init, stage, task, seed, acc):
+        return dict(arch="crnn", init=init, stage=stage, task=task, seed=seed, test_balanced=acc)
+
+    meta = dict(encoder="course-crnn", dataset="course_course", epochs=100)
+    base = dict(meta, rows=[row(i, s, t, seed, 50.0 + seed) for i in ("pretrained", "random") for s, t in (("linear", "noisy"), ("finetune", "clean"))
+                            for seed in (0, 1)], runs=[{"command": "old"}], label_noise={"rows": []})  # fmt: skip
+    update = dict(meta, rows=[row(i, "finetune", "clean", seed, 70.0 + seed) for i in ("pretrained", "random") for seed in (1, 2)],
+                  runs=[{"command": "new"}])  # fmt: skip
+    merged = merge_results(base, update)
+    got = {(r["init"], r["stage"], r["task"], r["seed"]): r["test_balanced"] for r in merged["rows"]}
+    assert len(got) == len(merged["rows"]) == 10  # 8 old - 2 rerun (seed 1, clean, both inits) + 4 new
+    assert got[("pretrained", "finetune", "clean", 0)] == 50.0 and got[("pretrained", "finetune", "clean", 1)] == 71.0
+    assert got[("random", "linear", "noisy", 1)] == 51.0 and got[("random", "finetune", "clean", 2)] == 72.0
+    summary = {(r["init"], r["stage"], r["task"]): (r["mean"], r["n"]) for r in merged["summary"]}
+    assert summary[("pretrained", "finetune", "clean")] == (pytest.approx((50 + 71 + 72) / 3), 3)
+    assert merged["seeds"] == [0, 1, 2] and [r["command"] for r in merged["runs"]] == ["old", "new"]
+    assert merged["label_noise"] == {"rows": []} and base["rows"][0]["test_balanced"] == 50.0  # base is not modified
+    with pytest.raises(ValueError, match="different epochs: 100 vs 200"):
+        merge_results(base, dict(update, epochs=200))

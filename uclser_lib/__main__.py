@@ -10,7 +10,8 @@
 - ``evaluate --encoder course-resnet18 [--seeds 0 1 2] [--epochs 200] [--out FILE]``: linear evaluation and
   fine-tuning on both downstream tasks, the pre-trained encoder vs random init (:mod:`uclser_lib.experiments`);
   ``[--stages ...] [--label-efficiency] [--label-noise RATE ...] [--curve-stage linear|finetune]`` choose the
-  comparisons and add the label-efficiency and label-noise curves.
+  comparisons and add the label-efficiency and label-noise curves; ``--merge-into FILE`` puts a rerun's rows into
+  an earlier results file. Each results file lists in ``runs`` the command, date, machine and recipe of its parts.
 
 Configs are YAML (read with ``yaml.safe_load``); a bare file name means a shipped config in
 ``uclser_lib/configs/``. Every key can be overridden as ``--key value`` (nested: ``--section.key value``);
@@ -24,7 +25,7 @@ import argparse
 import sys
 
 
-from .runtime import write_atomic
+from .runtime import describe_machine, pick_device, write_atomic
 
 
 def _dataset(values: dict, device):
@@ -89,25 +90,37 @@ def downstream_command(args, overrides: list[str]) -> int:
     return 0
 
 
-def evaluate_command(args) -> int:
+def evaluate_command(args, argv: list[str]) -> int:
     import json
+    import time
     from pathlib import Path
 
+    from .config import ConfigError
     from .data import prepare
     from .downstream import FinetuneConfig, LinearEvalConfig
-    from .experiments import compare_inits, label_efficiency
+    from .experiments import compare_inits, label_efficiency, merge_results
     from .pretrained import load_pretrained
+
+    def merge(update: dict) -> dict:
+        try:
+            return merge_results(json.loads(Path(args.merge_into).read_text()), update)
+        except (OSError, ValueError, KeyError) as err:  # nothing is written: the earlier file stays as it was
+            raise ConfigError(f"--merge-into {args.merge_into}: cannot merge this run into it ({type(err).__name__}: {err})") from err
 
     encoder, info = load_pretrained(args.encoder, device="cpu")
     preset = info["dataset"].removeprefix("course_") if info["dataset"].startswith("course_") else None
     course = prepare(preset, device=args.device)
     splits = course.splits()
+    if args.merge_into:  # checked before the runs, not after them
+        merge(dict(rows=[], encoder=args.encoder, dataset=course.name, epochs=args.epochs))
     milestones = [int(args.epochs * 0.4), int(args.epochs * 0.8)]
-    linear_cfg, finetune_cfg = LinearEvalConfig(epochs=args.epochs, milestones=milestones), FinetuneConfig(epochs=args.epochs, milestones=milestones)
+    kw = dict(epochs=args.epochs, milestones=milestones, test_every_epoch=False)  # results only: no test curve needed
+    linear_cfg, finetune_cfg = LinearEvalConfig(**kw), FinetuneConfig(**kw)
     stages = [tuple(s.split(":")) for s in args.stages]
     results = compare_inits(encoder, info["mean"], info["std"], splits, args.seeds, stages, linear_cfg=linear_cfg,
-                            finetune_cfg=finetune_cfg, device=args.device)  # fmt: skip
-    curve_args = dict(seeds=args.seeds, stage=args.curve_stage, linear_cfg=linear_cfg, finetune_cfg=finetune_cfg, device=args.device)
+                            finetune_cfg=finetune_cfg, device=args.device, progress=True)  # fmt: skip
+    curve_args = dict(seeds=args.seeds, stage=args.curve_stage, linear_cfg=linear_cfg, finetune_cfg=finetune_cfg, device=args.device,
+                      progress=True)  # fmt: skip
     if args.label_efficiency:
         results["label_efficiency"] = label_efficiency(encoder, info["mean"], info["std"], splits, **curve_args)
     if args.label_noise:
@@ -115,8 +128,12 @@ def evaluate_command(args) -> int:
         from .experiments import label_noise
 
         results["label_noise"] = label_noise(encoder, info["mean"], info["std"], splits, read_truth(course.root), args.label_noise, **curve_args)
-    results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds)
-    out = Path(args.out or f"runs/results-{args.encoder}.json")
+    run = dict(command=" ".join(["python -m uclser_lib", *argv]), date=time.strftime("%Y-%m-%d"),
+               machine=describe_machine(pick_device(args.device)), stages=args.stages, probe_epochs=finetune_cfg.probe_epochs)  # fmt: skip
+    results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds, runs=[run])
+    if args.merge_into:
+        results = merge(results)
+    out = Path(args.out or args.merge_into or f"runs/results-{args.encoder}.json")
     write_atomic(out, json.dumps(results, indent=1))
     for row in results["summary"] + [r for k in ("label_efficiency", "label_noise") if k in results for r in results[k]["summary"]]:
         point = "".join(f" {k} {row[k]}" for k in ("fraction", "wrong_rate") if row.get(k) is not None)
@@ -159,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also train on the noisy subset relabelled at these wrong-label rates (course dataset only)")
     ev.add_argument("--curve-stage", choices=["finetune", "linear"], default="finetune",
                     help="how the label-efficiency and label-noise curves train: fine-tuning, or linear evaluation (fast on a CPU)")
-    ev.add_argument("--out", default=None, help="JSON file for the results (default runs/results-<encoder>.json)")
+    ev.add_argument("--out", default=None, help="JSON file for the results (default: --merge-into, else runs/results-<encoder>.json)")
+    ev.add_argument("--merge-into", default=None, metavar="JSON",
+                    help="put this run's rows into an earlier results file (same encoder, dataset, epochs), replacing the rows it reran")
     ev.add_argument("--device", default=None)
     args, rest = parser.parse_known_args(argv)
 
@@ -185,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
-            return evaluate_command(args)
+            return evaluate_command(args, argv if argv is not None else sys.argv[1:])
         if args.command in ("linear-eval", "finetune"):
             return downstream_command(args, rest)
         return pretrain_command(args, rest)

@@ -64,6 +64,10 @@ class SupervisedConfig:
     milestones: list[int] = field(default_factory=lambda: [80, 160])
     gamma: float = 0.1
     seed: int = PAPER_SEED
+    #: False: score the test set only at epochs that improve validation. The reported test score is the same
+    #: (it is the one at the best validation epoch), ``history`` then has ``test_*`` at those epochs only, and
+    #: fine-tuning on few clips on a CPU runs several times faster (scoring 400 test clips outweighs 2 steps).
+    test_every_epoch: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -278,8 +282,9 @@ def _fit(module: nn.Module, batch_input, labels: torch.Tensor, score, cfg: Super
          autocast, progress: bool, desc: str):  # fmt: skip
     """Train every parameter of ``module`` with cross-entropy; select the epoch of best validation balanced accuracy.
 
-    ``batch_input(idx, generator)`` gives the module's input for the clips ``idx``; ``score()`` gives the
-    (val, test) clip metrics of the module in its current state. On return ``module`` holds the weights
+    ``batch_input(idx, generator)`` gives the module's input for the clips ``idx``; ``score(split)`` gives the
+    clip metrics of the module in its current state on "val" or "test" (test: every epoch, or with
+    ``cfg.test_every_epoch`` False only when validation improves). On return ``module`` holds the weights
     of the best epoch, in eval mode. Returns (best_epoch, val, test, history).
     """
     optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -305,14 +310,16 @@ def _fit(module: nn.Module, batch_input, labels: torch.Tensor, score, cfg: Super
         if not math.isfinite(epoch_loss):
             raise TrainingDiverged(f"{desc}, epoch {epoch + 1}: the loss is {epoch_loss}; stopped (lower the lr?)")
         module.eval()
-        val, test = score()
-        history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_top1": val["top1"],
-                        "val_balanced": val["balanced"], "test_top1": test["top1"], "test_balanced": test["balanced"],
+        val = score("val")
+        improved = best is None or val["balanced"] > best[1]["balanced"]
+        test = score("test") if improved or cfg.test_every_epoch else None
+        history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_top1": val["top1"], "val_balanced": val["balanced"],
+                        **({"test_top1": test["top1"], "test_balanced": test["balanced"]} if test else {}),
                         "seconds": round(time.perf_counter() - t0, 3)})  # fmt: skip
-        if best is None or val["balanced"] > best[1]["balanced"]:
+        if improved:
             best = (epoch + 1, val, test)
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        bar.set_postfix(loss=f"{epoch_loss:.3f}", val=f"{val['balanced']:.1f}", test=f"{test['balanced']:.1f}", best=best[0])
+        bar.set_postfix(loss=f"{epoch_loss:.3f}", val=f"{val['balanced']:.1f}", test=f"{best[2]['balanced']:.1f}", best=best[0])
     module.load_state_dict(best_state)
     module.eval()
     return (*best, history)
@@ -365,7 +372,7 @@ def linear_eval(
             embedding_cache[key] = ((fs.clips.data, fs.clips.offsets), emb, clip_index)
         return emb, clip_index
 
-    scored = [(val, *embed(val, "val")), (test, *embed(test, "test"))]
+    scored = {"val": (val, *embed(val, "val")), "test": (test, *embed(test, "test"))}
     if cached:
         train_emb, train_index = embed(train, "train")
     else:
@@ -386,8 +393,9 @@ def linear_eval(
             return encoder.embed(((patches - mean) / std)[:, None]).float()
 
     @torch.no_grad()
-    def score():
-        return tuple(_score(head(emb), clip_index, fs.labels) for fs, emb, clip_index in scored)
+    def score(split):
+        fs, emb, clip_index = scored[split]
+        return _score(head(emb), clip_index, fs.labels)
 
     generator = torch.Generator().manual_seed(cfg.seed)
     head = _fresh_linear(dim, n_classes, generator).to(device)
@@ -434,7 +442,7 @@ def finetune(
     if cfg.probe_epochs:
         e = cfg.probe_epochs
         probe_cfg = LinearEvalConfig(epochs=e, batch_size=cfg.batch_size, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                     milestones=[int(e * 0.4), int(e * 0.8)], gamma=cfg.gamma, seed=cfg.seed)  # fmt: skip
+                                     milestones=[int(e * 0.4), int(e * 0.8)], gamma=cfg.gamma, seed=cfg.seed, test_every_epoch=False)  # fmt: skip
         head = linear_eval(model, mean, std, train, val, test, probe_cfg, device=device, progress=progress).head
     setattr(model, names[0], head)
     model.requires_grad_(True).to(device)
@@ -449,9 +457,9 @@ def finetune(
         x = ((random_patches(packed, idx, gen, check=False) - mean) / std)[:, None]
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
-    def score():
+    def score(split):
         with autocast:
-            return evaluate(model, val, mean, std, device), evaluate(model, test, mean, std, device)
+            return evaluate(model, {"val": val, "test": test}[split], mean, std, device)
 
     best_epoch, val_m, test_m, history = _fit(model, batch_input, packed.labels, score, cfg, generator, device,
                                               autocast, progress, "fine-tune")  # fmt: skip

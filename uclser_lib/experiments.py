@@ -50,6 +50,25 @@ def summarise(rows: list[dict], keys=("arch", "init", "stage", "task", "fraction
             for g, v in groups.items()]  # fmt: skip
 
 
+def merge_results(base: dict, update: dict) -> dict:
+    """``base`` results (of ``python -m uclser_lib evaluate``) with the rows of ``update`` put in.
+
+    A row of ``update`` replaces the ``base`` row of the same (arch, init, stage, task, seed); the curves
+    (``label_efficiency``, ``label_noise``) of ``update`` replace those of ``base``; the summary is recomputed
+    and ``runs`` (how each part was made) lists both. Encoder, dataset and epochs must agree: a table mixing
+    them would mislead.
+    """
+    for key in ("encoder", "dataset", "epochs"):
+        if base.get(key) != update.get(key):
+            raise ValueError(f"cannot merge results with different {key}: {base.get(key)!r} vs {update.get(key)!r}")
+    keys = ("arch", "init", "stage", "task", "seed")
+    new = {tuple(r[k] for k in keys) for r in update["rows"]}
+    rows = [r for r in base["rows"] if tuple(r[k] for k in keys) not in new] + update["rows"]
+    merged = {**base, **{k: update[k] for k in ("label_efficiency", "label_noise") if k in update}}
+    return merged | dict(rows=rows, summary=summarise(rows), seeds=sorted({r["seed"] for r in rows}),
+                         runs=base.get("runs", []) + update.get("runs", []))  # fmt: skip
+
+
 def compare_inits(
     encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], seeds=(0,), stages=STAGES,
     linear_cfg: LinearEvalConfig | None = None, finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,

@@ -195,14 +195,15 @@ def bars(ax, groups: list[str], series: dict[str, list[float]], errors: dict[str
 
 def downstream_curves(histories: dict[str, list[dict]], title: str = ""):
     """Supervised runs (``DownstreamResult.history`` by run name): training loss, and val (dashed) and test
-    (solid) balanced accuracy per epoch, one colour per run, the best validation epoch marked; returns the Figure."""
+    (solid, at the epochs where it was scored) balanced accuracy per epoch, one colour per run, the best validation epoch marked; returns the Figure."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.5))
     for k, (name, history) in enumerate(histories.items()):
         color = f"C{k}"
         epochs = [h["epoch"] for h in history]
         a.plot(epochs, [h["loss"] for h in history], color=color, label=name)
         b.plot(epochs, [h["val_balanced"] for h in history], color=color, ls="--", label=f"{name}: val")
-        b.plot(epochs, [h["test_balanced"] for h in history], color=color, label=f"{name}: test")
+        scored = [h for h in history if "test_balanced" in h]  # every epoch, or the improving ones (test_every_epoch False)
+        b.plot([h["epoch"] for h in scored], [h["test_balanced"] for h in scored], color=color, label=f"{name}: test")
         best = max(history, key=lambda h: h["val_balanced"])  # the first best epoch, as the selection keeps it
         b.plot(best["epoch"], best["test_balanced"], "o", color=color, ms=6, mfc="none")
     a.set(xlabel="epoch", ylabel="cross-entropy", title="training loss")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,14 @@ def pick_device(prefer: str | None = None) -> torch.device:
     if torch.cuda.is_available():  # under torchrun each process takes the GPU of its LOCAL_RANK
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def describe_machine(device: torch.device) -> dict:
+    """Python and torch versions, CPU count, platform, and the GPU's name when ``device`` is CUDA: for results files."""
+    info = {"python": sys.version.split()[0], "torch": torch.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def seed_everything(seed: int = PAPER_SEED) -> torch.Generator:
