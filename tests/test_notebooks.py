@@ -31,3 +31,15 @@ def test_parameters_cell_and_no_inline_training(path):
     assert not re.search(r"^\s*class \w+", joined, re.M), f"{path.name} defines a class inline: it belongs in uclser_lib"
     for forbidden in (".backward(", "optimizer.step", "nn.Module"):
         assert forbidden not in joined, f"{path.name} uses {forbidden!r} inline: training code belongs in uclser_lib"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_markdown_cells_are_prose_not_comment_lines(path):
+    """Text cells converted from a script keep no '# ' comment prefixes: each such line would render as a heading."""
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "markdown":
+            lines = [line for line in "".join(cell["source"]).splitlines() if line.strip()]
+            headings = [line for line in lines if line.startswith("#")]
+            assert len(headings) <= 2 and len(lines) > len(headings) or len(lines) == 1, (
+                f"{path.name} cell {i}: {len(headings)} of its {len(lines)} lines start with '#' (a wall of headings): {headings[:2]}")
