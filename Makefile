@@ -1,23 +1,58 @@
 # The course in two commands: `make course` (build everything, run every notebook) and `make test`.
+# The environment is locked: requirements.lock (made by `make lock`) pins every package with its hashes,
+# and `make install` makes .venv exactly that (uv pip sync), then adds this library (editable).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+LOCK   := requirements.lock
 STAMP  := $(VENV)/.uclser-installed
+# what course/test/lab/bench need first: the synced .venv (in an environment of your own, e.g. conda's:
+# `make test PY=python ENV_READY=`)
+ENV_READY ?= $(STAMP)
+# a package's version in the lock: $(call locked,NAME); the uv that installs is the one the lock pins
+locked = $(shell sed -n 's/^$(1)==\([^ ]*\).*/\1/p' $(LOCK))
+UV_VERSION := $(call locked,uv)
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 export MPLBACKEND := Agg
 
-.PHONY: install course test lab bench clean
+.PHONY: install install-cpu lock course test lint format lab bench clean
 
-# create .venv if missing and install the library with its dev extra (re-run when pyproject.toml changes)
-$(STAMP): pyproject.toml
+$(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
+	$(PY) -m pip install --disable-pip-version-check -q "uv==$(UV_VERSION)"
+
+# .venv == the lock (packages not in it are removed), then uclser_lib itself, editable, without dependencies;
+# `make install` always re-syncs (a second or two when nothing changed); test/course do when the lock changes
+define SYNC
+	$(UV) pip sync --python $(PY) --require-hashes $(LOCK)
+	$(UV) pip install --python $(PY) --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+endef
+
+$(STAMP): $(LOCK) pyproject.toml | $(UV)
+	$(SYNC)
+
+install: | $(UV)
+	$(SYNC)
+
+# Linux laptops without an NVIDIA GPU: the same lock, but torch/torchaudio as PyTorch's CPU builds (about 1 GB
+# instead of 5) from PyTorch's own index, and no CUDA libraries. Untested here: that index is not reachable
+# from the machines this course is developed on.
+install-cpu: | $(UV)
+	awk '/^[^ ]/ {skip = ($$0 ~ /^(torch|torchaudio|triton|nvidia-[^ =]*|cuda-[^ =]*)==/)} !skip' $(LOCK) > $(VENV)/requirements-cpu.lock
+	$(UV) pip sync --python $(PY) --require-hashes $(VENV)/requirements-cpu.lock
+	$(UV) pip install --python $(PY) --no-deps --torch-backend cpu "torch==$(call locked,torch)" "torchaudio==$(call locked,torchaudio)"
+	$(UV) pip install --python $(PY) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# re-resolve pyproject.toml's dependencies (all platforms, Python >= 3.11, one version per package) into the lock
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 --fork-strategy fewest \
+	  --generate-hashes --custom-compile-command "make lock" -o $(LOCK)
 
 # the embedded course dataset and its features, then every notebook executed headless (copies in build/)
-course: $(STAMP)
+course: $(ENV_READY)
 	$(PY) -m uclser_lib extract
 	mkdir -p build
 	for nb in $(NOTEBOOKS); do \
@@ -26,13 +61,13 @@ course: $(STAMP)
 	done
 
 # unit tests, then every notebook under nbval, all in smoke mode (tiny dataset, short runs)
-test: $(STAMP)
+test: $(ENV_READY)
 	UCLSER_SMOKE=1 $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
 
-lab: $(STAMP)
+lab: $(ENV_READY)
 	$(PY) -m jupyter lab notebooks
 
-bench: $(STAMP)
+bench: $(ENV_READY)
 	$(PY) -m bench
 
 clean:

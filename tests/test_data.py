@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import soundfile as sf
+from tolerance import assert_close_ulps
 
 from uclser_lib import data as D
 from uclser_lib.features import AudioError, LogMelParams, extract_logmel
@@ -139,8 +140,9 @@ def test_resume_after_interruption(fsd, tmp_path, monkeypatch):
     D.extract_split(meta, "train", out, workers=0, progress=False, flush_every=3)
     assert seen == [len(meta.train) - 6]
     resumed = D.load_features(out)
-    torch_equal = np.array_equal(resumed.clips.data.numpy(), full.clips.data.numpy())
-    assert torch_equal and np.array_equal(resumed.clips.offsets.numpy(), full.clips.offsets.numpy())
+    # other clips share a batch after the resume: the same features up to float32 rounding, the same layout
+    assert np.array_equal(resumed.clips.offsets.numpy(), full.clips.offsets.numpy())
+    assert_close_ulps(resumed.clips.data, full.clips.data)
     assert not (tmp_path / "train.h5.part").exists()
 
 

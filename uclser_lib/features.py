@@ -25,7 +25,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
+
+from .runtime import check_torch_pair
+
+check_torch_pair()  # before torchaudio's extension loads: a mismatched pair fails there with an undefined symbol
+import torchaudio.functional as AF  # noqa: E402
 
 
 @dataclass(frozen=True)

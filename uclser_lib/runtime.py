@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +17,30 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: The paper's seed (SPEC section 9).
 PAPER_SEED = 271828
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"2.11.0+cu130"`` -> ``(2, 11, 0)``: the release numbers, without local or pre-release tags."""
+    match = re.match(r"\d+(\.\d+)*", version)
+    return tuple(int(n) for n in match.group(0).split(".")) if match else ()
+
+
+def check_torch_pair(version=importlib.metadata.version) -> None:
+    """Raise ImportError, naming both versions, unless torchaudio's release is torch's (2.11.0 with 2.11.0).
+
+    Each torchaudio wheel is built against one torch release; another one fails deep inside its
+    extension (``undefined symbol``). ``version``: how to read an installed distribution's version.
+    A missing torchaudio is left to the import that needs it.
+    """
+    try:
+        torch_v, audio_v = version("torch"), version("torchaudio")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if _release(torch_v) != _release(audio_v):
+        raise ImportError(
+            f"torchaudio {audio_v} does not belong with torch {torch_v} (each torchaudio release is built for "
+            f"the torch release of the same number); run `make install` to restore the pair in requirements.lock"
+        )
 
 
 def smoke_mode() -> bool:
