@@ -60,8 +60,17 @@ course: $(ENV_READY)
 	    --ExecutePreprocessor.timeout=-1 || exit 1; \
 	done
 
-# unit tests, then every notebook under nbval, all in smoke mode (tiny dataset, short runs)
-test: $(ENV_READY)
+# ruff: lint (pyflakes, pycodestyle, import order, bugbear) and formatting, of .py files and notebooks
+lint: $(ENV_READY)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(ENV_READY)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# the lint, the unit tests, then every notebook under nbval, all in smoke mode (tiny dataset, short runs)
+test: lint
 	UCLSER_SMOKE=1 $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
 
 lab: $(ENV_READY)

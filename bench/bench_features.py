@@ -112,9 +112,14 @@ def bench_features(
         runs = {}  # key -> (extract every file once, limit this process to one thread)
         for name, r in variants.items():
             with _one_thread():
-                list(extract_many(paths[:4], device=device, workers=0, resampler=r))  # warm-up (lazy inits, CUDA context)
+                list(
+                    extract_many(paths[:4], device=device, workers=0, resampler=r)
+                )  # warm-up (lazy inits, CUDA context)
             runs[f"{name}/w0"] = (lambda r=r: list(extract_many(paths, device=device, workers=0, resampler=r)), True)
-            runs[f"{name}/w{workers}"] = (lambda r=r: list(extract_many(paths, device=device, workers=workers, resampler=r)), False)
+            runs[f"{name}/w{workers}"] = (
+                lambda r=r: list(extract_many(paths, device=device, workers=workers, resampler=r)),
+                False,
+            )
         try:
             import librosa  # noqa: F401
         except ImportError:

@@ -1,7 +1,7 @@
 """Views per second: the batched :class:`~uclser_lib.augment.ViewBuilder` vs the per-example reference chain.
 
 The reference runs as the released code did: a torch ``DataLoader`` over a per-example NumPy/PIL dataset
-(:class:`~uclser_lib.augment_reference.ReferenceViewDataset`) with 0 and N workers, batches moved to the
+(``tests/augment_reference.py``'s ``ReferenceViewDataset``) with 0 and N workers, batches moved to the
 device. The clips are synthetic, with FSDnoisy18k's length distribution (:mod:`bench.synthetic`). One "view" is one augmented
 (1, 101, 96) patch; each clip gives two.
 
@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import torch
 
-from uclser_lib.augment import AugmentConfig, ViewBuilder
-from uclser_lib.augment_reference import ReferenceViewDataset
-from uclser_lib.views import epoch_batches
+from uclser_lib.augment import AugmentConfig
+from uclser_lib.runtime import REPO_ROOT
+from uclser_lib.views import ViewBuilder, epoch_batches
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the per-example reference chain lives with the tests
+from augment_reference import ReferenceViewDataset  # noqa: E402
 
 try:
     from .synthetic import fsd_sized_clips
@@ -51,7 +55,11 @@ def _batched_rate(builder: ViewBuilder, n_clips: int, batch_size: int, seconds: 
 def _reference_rate(dataset: ReferenceViewDataset, batch_size: int, workers: int, seconds: float, device) -> float:
     """Views/s of the reference dataset through a DataLoader, after its first batch (worker start-up excluded)."""
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
     )
     views, start, epoch = 0, None, 0

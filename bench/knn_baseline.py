@@ -1,6 +1,6 @@
 """Per-clip Python-loop kNN monitor, as the released code runs it: the baseline of the kNN benchmark.
 
-Not part of the library (``uclser_lib.evaluate.knn_monitor`` is the vectorised version); kept to time the
+Not part of the library (``uclser_lib.metrics.knn_monitor`` is the vectorised version); kept to time the
 difference and to check that both give the same result.
 """
 
@@ -11,7 +11,7 @@ import torch
 
 
 def knn_monitor_loop(embeddings: torch.Tensor, labels, clip_ids, k: int = 200, n_classes: int | None = None) -> dict:
-    """Same contract and result as ``uclser_lib.evaluate.knn_monitor``, one clip at a time.
+    """Same contract and result as ``uclser_lib.metrics.knn_monitor``, one clip at a time.
 
     Clips are taken in order of first appearance; each clip's patches are compared with every patch
     outside the clip, patch and clip votes use ``torch.unique`` counts (ties to the smallest class).
@@ -36,4 +36,8 @@ def knn_monitor_loop(embeddings: torch.Tensor, labels, clip_ids, k: int = 200, n
         total[truth] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = 100.0 * correct / total
-    return {"top1": 100.0 * correct.sum() / total.sum(), "balanced": float(np.nanmean(per_class)), "per_class": per_class}
+    return {
+        "top1": 100.0 * correct.sum() / total.sum(),
+        "balanced": float(np.nanmean(per_class)),
+        "per_class": per_class,
+    }

@@ -6,12 +6,12 @@ import time
 
 import torch
 
-from uclser_lib.augment import AugmentConfig, GraphedViews, ViewBuilder
-from uclser_lib.evaluate import knn_monitor
+from uclser_lib.augment import AugmentConfig
+from uclser_lib.data import feature_stats
 from uclser_lib.losses import nt_xent
+from uclser_lib.metrics import knn_monitor
 from uclser_lib.models import ContrastiveModel, ProjectionHead, build_encoder
-from uclser_lib.train import feature_stats
-from uclser_lib.views import eval_patches
+from uclser_lib.views import GraphedViews, ViewBuilder, eval_patches
 
 from .synthetic import FSD_SIZES, fsd_sized_clips
 
@@ -37,9 +37,17 @@ def _timed(fn, device, warmup: int, steps: int) -> float:
 
 
 def bench_train_step(
-    device, arch: str = "resnet18", batch_size: int = 128, bf16: bool = True, channels_last: bool = True,
-    compile: bool = False, graphed: bool = False, n_clips: int = FSD_SIZES["pretrain"], warmup: int = 10, steps: int = 30,
-) -> dict:  # fmt: skip
+    device,
+    arch: str = "resnet18",
+    batch_size: int = 128,
+    bf16: bool = True,
+    channels_last: bool = True,
+    compile: bool = False,
+    graphed: bool = False,
+    n_clips: int = FSD_SIZES["pretrain"],
+    warmup: int = 10,
+    steps: int = 30,
+) -> dict:
     """Clips/s of one SimCLR step: the network alone (fixed input) and the full pipeline (views on the device + network)."""
     device = torch.device(device)
     torch.manual_seed(0)
@@ -79,14 +87,24 @@ def bench_train_step(
     t_views = _timed(build_views, device, warmup, steps)
     t_full = _timed(lambda: network(build_views()), device, warmup, steps)
     return {
-        "arch": arch, "batch": batch_size, "bf16": use_bf16, "channels_last": cl, "compile": compile, "graphed_views": graphed,
-        "network_clips_s": batch_size / t_net, "pipeline_clips_s": batch_size / t_full,
-        "views_ms": 1e3 * t_views, "step_ms": 1e3 * t_net,
-        "views_fraction_of_step": t_views / t_net, "pipeline_over_network": t_net / t_full,
-    }  # fmt: skip
+        "arch": arch,
+        "batch": batch_size,
+        "bf16": use_bf16,
+        "channels_last": cl,
+        "compile": compile,
+        "graphed_views": graphed,
+        "network_clips_s": batch_size / t_net,
+        "pipeline_clips_s": batch_size / t_full,
+        "views_ms": 1e3 * t_views,
+        "step_ms": 1e3 * t_net,
+        "views_fraction_of_step": t_views / t_net,
+        "pipeline_over_network": t_net / t_full,
+    }
 
 
-def bench_knn(device, k: int = 200, sizes=(FSD_SIZES["val"], FSD_SIZES["test"]), dim: int = 512, baseline_clips: int | None = None) -> dict:
+def bench_knn(
+    device, k: int = 200, sizes=(FSD_SIZES["val"], FSD_SIZES["test"]), dim: int = 512, baseline_clips: int | None = None
+) -> dict:
     """Seconds of the vectorised kNN monitor on val + test sized sets; the per-clip loop baseline on ``baseline_clips`` of val."""
     from .knn_baseline import knn_monitor_loop
 
@@ -118,13 +136,20 @@ def bench_knn(device, k: int = 200, sizes=(FSD_SIZES["val"], FSD_SIZES["test"]),
             knn_monitor(emb[keep], labels[keep], clip_index[keep], k=k)
             _sync(device)
             t_vec = time.perf_counter() - t0
-            out["loop_vs_vectorised"] = {"clips": baseline_clips, "patches": int(keep.sum()), "loop_s": t_loop,
-                                         "vectorised_s": t_vec, "speedup": t_loop / t_vec}  # fmt: skip
+            out["loop_vs_vectorised"] = {
+                "clips": baseline_clips,
+                "patches": int(keep.sum()),
+                "loop_s": t_loop,
+                "vectorised_s": t_vec,
+                "speedup": t_loop / t_vec,
+            }
     out["val_plus_test_seconds"] = total
     return out
 
 
-def bench_epochs(device, epochs: int = 2, arch: str = "resnet18", batch_size: int = 128, sizes: dict | None = None) -> dict:
+def bench_epochs(
+    device, epochs: int = 2, arch: str = "resnet18", batch_size: int = 128, sizes: dict | None = None
+) -> dict:
     """The real loop, :func:`uclser_lib.train.pretrain`, on FSDnoisy18k-sized sets: clips/s per epoch and kNN seconds."""
     import numpy as np
 
@@ -134,12 +159,21 @@ def bench_epochs(device, epochs: int = 2, arch: str = "resnet18", batch_size: in
 
     def feature_set(n, seed):
         packed = fsd_sized_clips(n, seed=seed, device="cpu")
-        return FeatureSet(packed, [f"{i}.wav" for i in range(n)], np.zeros(n, bool), np.zeros(n, bool), CLASSES, DEFAULT_PARAMS)
+        return FeatureSet(
+            packed, [f"{i}.wav" for i in range(n)], np.zeros(n, bool), np.zeros(n, bool), CLASSES, DEFAULT_PARAMS
+        )
 
     sets = {name: feature_set(n, seed) for seed, (name, n) in enumerate((sizes or FSD_SIZES).items())}
     cfg = PretrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, knn_every=1)
     t0 = time.perf_counter()
-    _, history = pretrain(cfg, sets["pretrain"], {"val": sets["val"], "test": sets["test"]}, device=device, progress=False)
+    _, history = pretrain(
+        cfg, sets["pretrain"], {"val": sets["val"], "test": sets["test"]}, device=device, progress=False
+    )
     total = time.perf_counter() - t0
-    return {"arch": arch, "batch": batch_size, "epochs": history, "wall_s": total,
-            "knn_s_per_eval": (total - sum(h["seconds"] for h in history)) / epochs}  # fmt: skip
+    return {
+        "arch": arch,
+        "batch": batch_size,
+        "epochs": history,
+        "wall_s": total,
+        "knn_s_per_eval": (total - sum(h["seconds"] for h in history)) / epochs,
+    }

@@ -21,7 +21,13 @@ def plot(res: dict):
     x = range(len(batches))
     axes[0].bar([i - 0.2 for i in x], best_ref, 0.4, label="per-example chain (best DataLoader)")
     axes[0].bar([i + 0.2 for i in x], ours, 0.4, label="batched on device")
-    axes[0].set(xticks=list(x), xticklabels=[f"batch {b[1:]}" for b in batches], yscale="log", ylabel="views / s", title="view building")
+    axes[0].set(
+        xticks=list(x),
+        xticklabels=[f"batch {b[1:]}" for b in batches],
+        yscale="log",
+        ylabel="views / s",
+        title="view building",
+    )
     rows = [r for r in res["train_step"] if r["arch"] == "resnet18" and r["bf16"] and not r["compile"]]
     labels = [f"b{r['batch']}" + (" graphed" if r.get("graphed_views") else " eager") for r in rows]
     x = range(len(rows))

@@ -7,7 +7,7 @@ import torch
 
 from uclser_lib.data import PATCH_FRAMES, PackedClips
 
-#: FSDnoisy18k sizes (SPEC section 2): train_noisy (pre-training), train_clean (val), test.
+#: FSDnoisy18k sizes (docs/method.md §2): train_noisy (pre-training), train_clean (val), test.
 FSD_SIZES = {"pretrain": 15813, "val": 1772, "test": 947}
 FRAMES_PER_SECOND = 22050 / 220
 

@@ -5,34 +5,32 @@ import numpy as np
 import pytest
 import torch
 
-from uclser_lib import analysis
-from uclser_lib.data import PackedClips
-from uclser_lib.experiments import summarise
-from uclser_lib.train import feature_stats
+from uclser_lib import analysis, embed, released, results
+from uclser_lib.data import PackedClips, feature_stats
+from uclser_lib.results import summarise
 
-
-# ---------------------------------------------------------------- released normalisation (SPEC 12)
+# ---------------------------------------------------------------- released normalisation (docs/released-code.md)
 
 
 def test_released_std_is_the_released_formula(reference):
     """std / sqrt(N) equals the released sqrt(sum of squared deviations) / N, on the reference clips."""
     clips = torch.from_numpy(reference("knn_monitor")["clips"]).double()
-    released = float(torch.sqrt(((clips - clips.mean()) ** 2).sum()) / clips.numel())
+    expected = float(torch.sqrt(((clips - clips.mean()) ** 2).sum()) / clips.numel())
     _, std = feature_stats(PackedClips.from_list([clips.float().numpy()]))
-    assert analysis.released_std(std, clips.numel()) == pytest.approx(released, rel=1e-9)
-    assert released < std / 100  # inputs end up hundreds of times too large
+    assert released.released_std(std, clips.numel()) == pytest.approx(expected, rel=1e-9)
+    assert expected < std / 100  # inputs end up hundreds of times too large
 
 
 def test_released_std_default_is_fsdnoisy18k_sized():
     # 38.6 h of noisy train: about 13.9 M frames of 96 bands
-    assert 1.2e9 < analysis.FSD_NOISY_VALUES < 1.5e9
-    assert analysis.released_std(2.0) == pytest.approx(2.0 / math.sqrt(analysis.FSD_NOISY_VALUES))
+    assert 1.2e9 < released.FSD_NOISY_VALUES < 1.5e9
+    assert released.released_std(2.0) == pytest.approx(2.0 / math.sqrt(released.FSD_NOISY_VALUES))
 
 
 @pytest.mark.parametrize("std, n", [(0.0, 10), (-1.0, 10), (float("nan"), 10), (1.0, 0), (1.0, float("inf"))])
 def test_released_std_rejects_bad_input(std, n):
     with pytest.raises(ValueError):
-        analysis.released_std(std, n)
+        released.released_std(std, n)
 
 
 # ---------------------------------------------------------------- clip embeddings and retrieval
@@ -47,7 +45,7 @@ def test_clip_embeddings_average_each_clips_eval_patches():
     def fn(x):  # (B, 1, 101, 96) -> (B, 3): statistics that tell patches apart
         return torch.stack([x.mean((1, 2, 3)), x[:, 0, 0, :].mean(1), x[:, 0, -1, 0]], dim=1)
 
-    emb = analysis.clip_embeddings(fn, packed, mean, std, device="cpu")
+    emb = embed.clip_embeddings(fn, packed, mean, std, device="cpu")
     assert emb.shape == (3, 3) and emb.dtype == torch.float32
     for i, clip in enumerate(clips):
         x = (torch.from_numpy(clip) - mean) / std
@@ -162,38 +160,42 @@ def _rows():
 
 
 def test_paired_summary_pairs_the_inits():
-    paired = analysis.paired_summary(summarise(_rows()))
+    paired = results.paired_summary(summarise(_rows()))
     assert len(paired) == 1  # the fine-tuning row has no random-init partner
     row = paired[0]
     assert (row["stage"], row["task"], row["n"]) == ("linear", "noisy", 2)
     assert row["pretrained"] == 62.0 and row["random"] == 42.0 and row["gain"] == 20.0
     assert row["pretrained_std"] == pytest.approx(np.std([60, 64], ddof=1))
     with pytest.raises(ValueError, match="init"):
-        analysis.paired_summary([dict(arch="x", init="scratch", stage="linear", task="noisy", mean=1, std=0, n=1)])
+        results.paired_summary([dict(arch="x", init="scratch", stage="linear", task="noisy", mean=1, std=0, n=1)])
 
 
 def test_load_results(tmp_path):
     path = tmp_path / "results-course-x.json"
     path.write_text(json.dumps({"rows": _rows(), "summary": summarise(_rows()), "encoder": "course-x"}))
-    assert analysis.load_results("course-x", tmp_path)["encoder"] == "course-x"
+    assert results.load_results("course-x", tmp_path)["encoder"] == "course-x"
     with pytest.raises(FileNotFoundError, match="course-x"):
-        analysis.load_results("course-y", tmp_path)
+        results.load_results("course-y", tmp_path)
     (tmp_path / "results-course-z.json").write_text("{}")
     with pytest.raises(ValueError, match="missing"):
-        analysis.load_results("course-z", tmp_path)
+        results.load_results("course-z", tmp_path)
 
 
 def test_shipped_results_pair_up():
-    shipped = sorted(analysis.RESULTS_DIR.glob("results-*.json"))
+    shipped = sorted(results.RESULTS_DIR.glob("results-*.json"))
     if not shipped:
         pytest.skip("no results in pretrained/results")
     for path in shipped:
-        paired = analysis.paired_summary(analysis.load_results(path.stem.removeprefix("results-"))["summary"])
-        assert {(r["stage"], r["task"]) for r in paired} == {("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean")}
+        paired = results.paired_summary(results.load_results(path.stem.removeprefix("results-"))["summary"])
+        assert {(r["stage"], r["task"]) for r in paired} == {
+            ("linear", "noisy"),
+            ("finetune", "noisy"),
+            ("finetune", "clean"),
+        }
 
 
 def test_markdown_table():
-    text = analysis.markdown_table(["model", "acc (%)", "n"], [["a", 61.234, 2], ["b", np.float64(5.0), 1]])
+    text = results.markdown_table(["model", "acc (%)", "n"], [["a", 61.234, 2], ["b", np.float64(5.0), 1]])
     assert text.splitlines() == ["| model | acc (%) | n |", "|---|---|---|", "| a | 61.2 | 2 |", "| b | 5.0 | 1 |"]
     with pytest.raises(ValueError, match="cells"):
-        analysis.markdown_table(["a", "b"], [[1]])
+        results.markdown_table(["a", "b"], [[1]])

@@ -1,4 +1,4 @@
-"""Mix-back, the batched augmentations and the view builder (SPEC sections 5-6) against the per-example reference."""
+"""Mix-back, the batched augmentations and the view builder (docs/method.md §5-6) against the per-example reference."""
 
 import dataclasses
 import math
@@ -8,12 +8,9 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import ks_2samp
-from tolerance import assert_close_ulps
 
-from uclser_lib import augment_reference as ref
 from uclser_lib.augment import (
     AUGMENTATIONS,
-    CPU_CHUNK_VIEWS,
     AugmentConfig,
     Compander,
     FreqShift,
@@ -24,14 +21,15 @@ from uclser_lib.augment import (
     SpecAugment,
     TimeReversal,
     TimeShift,
-    ViewBuilder,
-    apply_single,
-    augment_views,
     build_augment,
-    mix_back,
-    mix_back_power,
 )
 from uclser_lib.data import PATCH_FRAMES, PackedClips
+from uclser_lib.mixback import mix_back, mix_back_power
+from uclser_lib.views import CPU_CHUNK_VIEWS, ViewBuilder
+from uclser_lib.widgets import apply_single, augment_views
+
+import augment_reference as ref
+from tolerance import assert_close_ulps
 
 T, F = PATCH_FRAMES, 96
 
@@ -52,7 +50,13 @@ def synthetic_clips(lengths, seed=0):
 
 
 ALL_ON = dataclasses.replace(
-    AugmentConfig.paper(), time_shift=True, freq_shift=True, time_reversal=True, freq_mask=True, time_mask=True, blur=True
+    AugmentConfig.paper(),
+    time_shift=True,
+    freq_shift=True,
+    time_reversal=True,
+    freq_mask=True,
+    time_mask=True,
+    blur=True,
 )
 
 
@@ -70,7 +74,9 @@ def test_mix_back_matches_reference(reference):
         assert mixed.dtype == dtype
         np.testing.assert_allclose(mixed.numpy(), d["mixed"], rtol=0, atol=1e-5)
     for k in range(len(lam)):  # and the per-example reference
-        np.testing.assert_allclose(ref.mix_energy(d["foreground"], d["background"], d["alpha"][k]), d["mixed"][k], atol=1e-5)
+        np.testing.assert_allclose(
+            ref.mix_energy(d["foreground"], d["background"], d["alpha"][k]), d["mixed"][k], atol=1e-5
+        )
 
 
 def test_mix_back_keeps_foreground_energy_and_gives_background_lambda_share():
@@ -294,20 +300,52 @@ def test_modules_reject_bad_parameters_at_construction_or_call():
 
 def test_paper_config_and_released_yaml_and_order():
     da = {  # params_unsupervised_cl.yaml of the released code
-        "F": 20, "Fshift": 10, "T": 20, "Tshift": 30, "W": -1, "awgn_stdev_gen": 0.01, "blur_max_ksize": -1,
-        "blur_stdev_x": -1, "comp_alpha": 0.75, "do_blur": False, "do_compansion": True, "do_freq_mask": False,
-        "do_rand_freq_shift": False, "do_rand_time_shift": False, "do_randcrop": True, "do_time_mask": False,
-        "do_time_reversal": False, "do_time_warp": False, "m_f": 2, "m_t": 2, "mask_val": "min",
-        "rc_ratio": (0.75, 1.3333333333333333), "rc_scale": (0.8, 1), "reduce_mask_range": 0,
-    }  # fmt: skip
+        "F": 20,
+        "Fshift": 10,
+        "T": 20,
+        "Tshift": 30,
+        "W": -1,
+        "awgn_stdev_gen": 0.01,
+        "blur_max_ksize": -1,
+        "blur_stdev_x": -1,
+        "comp_alpha": 0.75,
+        "do_blur": False,
+        "do_compansion": True,
+        "do_freq_mask": False,
+        "do_rand_freq_shift": False,
+        "do_rand_time_shift": False,
+        "do_randcrop": True,
+        "do_time_mask": False,
+        "do_time_reversal": False,
+        "do_time_warp": False,
+        "m_f": 2,
+        "m_t": 2,
+        "mask_val": "min",
+        "rc_ratio": (0.75, 1.3333333333333333),
+        "rc_scale": (0.8, 1),
+        "reduce_mask_range": 0,
+    }
     learn = {"CL_pos_mix": "mix_out_clip", "CL_pos_mix_alpha": 0.05, "CL_positives": "within_clip"}
     assert AugmentConfig.from_released(da, learn) == AugmentConfig.paper()
     as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(AugmentConfig.paper()).items()}
     assert AugmentConfig(**as_json) == AugmentConfig.paper()
-    assert list(build_augment(AugmentConfig.paper(), 0.0, 1.0).steps) == ["random_crop", "compander", "gauss_noise", "normalise"]
+    assert list(build_augment(AugmentConfig.paper(), 0.0, 1.0).steps) == [
+        "random_crop",
+        "compander",
+        "gauss_noise",
+        "normalise",
+    ]
     assert list(build_augment(ALL_ON, 0.0, 1.0).steps) == [
-        "time_shift", "freq_shift", "random_crop", "time_reversal", "compander", "spec_augment", "gauss_noise", "blur", "normalise"
-    ]  # fmt: skip
+        "time_shift",
+        "freq_shift",
+        "random_crop",
+        "time_reversal",
+        "compander",
+        "spec_augment",
+        "gauss_noise",
+        "blur",
+        "normalise",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -316,7 +354,10 @@ def test_paper_config_and_released_yaml_and_order():
 
 def labelled_clips(lengths):
     """Clip c is constant c / 10 plus a tiny ramp, so a patch's clip can be read off its values."""
-    return [np.full((t, F), c / 10, np.float32) + np.linspace(0, 1e-3, t, dtype=np.float32)[:, None] for c, t in enumerate(lengths)]
+    return [
+        np.full((t, F), c / 10, np.float32) + np.linspace(0, 1e-3, t, dtype=np.float32)[:, None]
+        for c, t in enumerate(lengths)
+    ]
 
 
 def test_view_builder_shapes_backgrounds_and_lambda():
@@ -402,7 +443,8 @@ def test_view_builder_chunks_do_not_change_the_views():
     for chunk in (1, 4, 7, 18, 100):
         # the same draws applied in other chunks: equal up to float32 rounding (another vectorisation)
         assert_close_ulps(
-            ViewBuilder(packed, ALL_ON, -3.0, 1.0, chunk_views=chunk).build(idx, gen(8)), whole.build(idx, gen(8)),
+            ViewBuilder(packed, ALL_ON, -3.0, 1.0, chunk_views=chunk).build(idx, gen(8)),
+            whole.build(idx, gen(8)),
             err_msg=f"chunk_views={chunk}",
         )
     for bad in (0, 2.5, "big"):
@@ -421,7 +463,9 @@ def test_view_builder_rejects_bad_features():
     with pytest.raises(ValueError, match="clip 1 has 100 frames"):
         ViewBuilder(PackedClips.from_list(synthetic_clips([200, 100, 300])), AugmentConfig.paper(), 0.0, 1.0)
     with pytest.raises(ValueError, match="at least 3 clips"):
-        ViewBuilder(PackedClips.from_list(synthetic_clips([200, 300])), AugmentConfig.paper(), 0.0, 1.0)(torch.tensor([0]), gen())
+        ViewBuilder(PackedClips.from_list(synthetic_clips([200, 300])), AugmentConfig.paper(), 0.0, 1.0)(
+            torch.tensor([0]), gen()
+        )
 
 
 @pytest.mark.parametrize("cfg", [AugmentConfig.paper(), ALL_ON], ids=["paper", "all_on"])

@@ -13,7 +13,10 @@ from uclser_lib.train import PretrainConfig
 
 def test_overrides_parse_as_yaml():
     assert parse_overrides(["--epochs", "10", "--augment.mix_alpha", "0.1", "--milestones", "[3, 4]"]) == {
-        "epochs": 10, "augment": {"mix_alpha": 0.1}, "milestones": [3, 4]}  # fmt: skip
+        "epochs": 10,
+        "augment": {"mix_alpha": 0.1},
+        "milestones": [3, 4],
+    }
     with pytest.raises(ConfigError, match="pairs"):
         parse_overrides(["--epochs"])
 
@@ -48,8 +51,27 @@ def test_cli_reports_config_errors(tmp_path, capsys):
 def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "pretrained")
     run = tmp_path / "run"
-    args = ["pretrain", "--config", "pretrain.yaml", "--data.preset", "tiny", "--run_dir", str(run), "--epochs", "1",
-            "--batch_size", "16", "--knn_k", "5", "--knn_every", "1", "--device", "cpu", "--export", "tiny-resnet18"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--config",
+        "pretrain.yaml",
+        "--data.preset",
+        "tiny",
+        "--run_dir",
+        str(run),
+        "--epochs",
+        "1",
+        "--batch_size",
+        "16",
+        "--knn_k",
+        "5",
+        "--knn_every",
+        "1",
+        "--device",
+        "cpu",
+        "--export",
+        "tiny-resnet18",
+    ]
     assert main(args) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics[0]["epoch"] == 1 and "test_knn_balanced" in metrics[0]
@@ -58,25 +80,79 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     assert not encoder.training and encoder.embed(torch.zeros(2, 1, 101, 96)).shape == (2, 512)
     # the evaluation command on the exported encoder, with a label-noise point
     out = tmp_path / "results.json"
-    assert main(["evaluate", "--encoder", "tiny-resnet18", "--epochs", "1", "--label-noise", "0.5", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--encoder",
+                "tiny-resnet18",
+                "--epochs",
+                "1",
+                "--label-noise",
+                "0.5",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     assert {(r["init"], r["stage"], r["task"]) for r in results["summary"]} == {
-        (i, s, t) for i in ("pretrained", "random") for s, t in (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))}
+        (i, s, t)
+        for i in ("pretrained", "random")
+        for s, t in (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
+    }
     assert {r["wrong_rate"] for r in results["label_noise"]["rows"]} == {0.5}
     # a rerun of one stage, with another seed, put into that file; its command is recorded
-    merge = ["evaluate", "--encoder", "tiny-resnet18", "--epochs", "1", "--stages", "finetune:clean", "--seeds", "3", "--device", "cpu",
-             "--merge-into", str(out)]  # fmt: skip
+    merge = [
+        "evaluate",
+        "--encoder",
+        "tiny-resnet18",
+        "--epochs",
+        "1",
+        "--stages",
+        "finetune:clean",
+        "--seeds",
+        "3",
+        "--device",
+        "cpu",
+        "--merge-into",
+        str(out),
+    ]
     assert main(merge) == 0
     merged = json.loads(out.read_text())
     assert len(merged["rows"]) == len(results["rows"]) + 2 and merged["seeds"] == [0, 3] and "label_noise" in merged
-    assert [r["command"] for r in merged["runs"]] == [r["command"] for r in results["runs"]] + ["python -m uclser_lib " + " ".join(merge)]
+    assert [r["command"] for r in merged["runs"]] == [r["command"] for r in results["runs"]] + [
+        "python -m uclser_lib " + " ".join(merge)
+    ]
     assert merged["runs"][-1]["probe_epochs"] == 100 and merged["runs"][-1]["machine"]["torch"] == torch.__version__
     before = out.read_text()
     assert main([*merge[:4], "2", *merge[5:]]) == 2  # other epochs: refused before any run, the file untouched
     assert "different epochs: 1 vs 2" in capsys.readouterr().err and out.read_text() == before
     # only the curves, by linear evaluation
-    assert main(["evaluate", "--encoder", "tiny-resnet18", "--epochs", "1", "--stages", "--label-noise", "0.5", "--curve-stage", "linear",
-                 "--device", "cpu", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--encoder",
+                "tiny-resnet18",
+                "--epochs",
+                "1",
+                "--stages",
+                "--label-noise",
+                "0.5",
+                "--curve-stage",
+                "linear",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     assert results["summary"] == [] and {r["stage"] for r in results["label_noise"]["rows"]} == {"linear"}
     # a corrupted file is refused before it is unpickled
@@ -90,12 +166,32 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "command, extra",
-    [("linear-eval", ["--encoder", "course-vgglike", "--task", "noisy"]),
-     ("finetune", ["--encoder", "random:resnet18", "--task", "clean", "--batch_size", "16"])],  # fmt: skip
+    [
+        ("linear-eval", ["--encoder", "course-vgglike", "--task", "noisy"]),
+        ("finetune", ["--encoder", "random:resnet18", "--task", "clean", "--batch_size", "16"]),
+    ],
 )
 def test_downstream_commands(tmp_path, command, extra):
     out = tmp_path / "res.json"
-    assert main([command, "--data.preset", "tiny", "--epochs", "2", "--milestones", "[1]", "--out", str(out), "--device", "cpu", *extra]) == 0
+    assert (
+        main(
+            [
+                command,
+                "--data.preset",
+                "tiny",
+                "--epochs",
+                "2",
+                "--milestones",
+                "[1]",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                *extra,
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["dataset"] == "course_tiny" and len(report["history"]) == 2 and 1 <= report["best_epoch"] <= 2
     assert 0 <= report["test"]["balanced"] <= 100 and len(report["test_per_class"]) == 20

@@ -12,13 +12,31 @@ import pytest
 import soundfile as sf
 
 from uclser_lib import coursedata as cd
+from uclser_lib.data import AUDIO_DIRS, CLASSES, META_DIR, TEST_COLUMNS, TRAIN_COLUMNS
 
 SEED = 12345
-# SPEC section 2, in the order given there
-SPEC_CLASSES = [
-    "Acoustic_guitar", "Bass_guitar", "Clapping", "Coin_(dropping)", "Crash_cymbal", "Dishes_and_pots_and_pans",
-    "Engine", "Fart", "Fire", "Fireworks", "Glass", "Hi-hat", "Piano", "Rain", "Slam", "Squeak", "Tearing",
-    "Walk_or_footsteps", "Wind", "Writing",
+# docs/method.md §2, in the order given there
+PAPER_CLASSES = [
+    "Acoustic_guitar",
+    "Bass_guitar",
+    "Clapping",
+    "Coin_(dropping)",
+    "Crash_cymbal",
+    "Dishes_and_pots_and_pans",
+    "Engine",
+    "Fart",
+    "Fire",
+    "Fireworks",
+    "Glass",
+    "Hi-hat",
+    "Piano",
+    "Rain",
+    "Slam",
+    "Squeak",
+    "Tearing",
+    "Walk_or_footsteps",
+    "Wind",
+    "Writing",
 ]
 TINY = cd.PRESETS["tiny"]
 
@@ -30,39 +48,49 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _rows(root: Path, name: str) -> list[dict]:
-    with open(root / cd.META_DIR / name, newline="") as f:
+    with open(root / META_DIR / name, newline="") as f:
         return list(csv.DictReader(f))
 
 
 def _tree(root: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under root."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_classes_ids_and_neighbours():
-    assert cd.CLASSES == sorted(SPEC_CLASSES) and len(cd.CLASSES) == 20
-    assert set(cd.RECIPES) == set(cd.CLASSES)
-    assert all(re.fullmatch(r"/m/0[0-9a-z_]{3,7}", cd.ASO_IDS[c]) for c in cd.CLASSES)
+    assert CLASSES == sorted(PAPER_CLASSES) and len(CLASSES) == 20
+    assert set(cd.RECIPES) == set(CLASSES)
+    assert all(re.fullmatch(r"/m/0[0-9a-z_]{3,7}", cd.ASO_IDS[c]) for c in CLASSES)
     assert len(set(cd.ASO_IDS.values())) == 20
     for a, b in cd.CONFUSABLE_PAIRS:
         assert a in cd.NEIGHBOURS[b] and b in cd.NEIGHBOURS[a]
-    assert all(len(cd.NEIGHBOURS[c]) >= 1 for c in cd.CLASSES)
+    assert all(len(cd.NEIGHBOURS[c]) >= 1 for c in CLASSES)
 
 
 def test_layout_headers_and_truth(tiny):
-    assert sorted(p.name for p in tiny.iterdir()) == sorted([*cd.AUDIO_DIRS.values(), cd.META_DIR])
-    for name, header in (("train.csv", cd.TRAIN_HEADER), ("test.csv", cd.TEST_HEADER), ("course_truth.csv", cd.TRUTH_HEADER)):
-        first = (tiny / cd.META_DIR / name).read_text().splitlines()[0]
+    assert sorted(p.name for p in tiny.iterdir()) == sorted([*AUDIO_DIRS.values(), META_DIR])
+    for name, header in (
+        ("train.csv", TRAIN_COLUMNS),
+        ("test.csv", TEST_COLUMNS),
+        ("course_truth.csv", cd.TRUTH_HEADER),
+    ):
+        first = (tiny / META_DIR / name).read_text().splitlines()[0]
         assert first == ",".join(header)
-    assert (tiny / cd.META_DIR / "train.csv").read_text().splitlines()[0] == "fname,label,aso_id,manually_verified,noisy_small"
-    assert (tiny / cd.META_DIR / "test.csv").read_text().splitlines()[0] == "fname,label,aso_id"
+    assert (tiny / META_DIR / "train.csv").read_text().splitlines()[
+        0
+    ] == "fname,label,aso_id,manually_verified,noisy_small"
+    assert (tiny / META_DIR / "test.csv").read_text().splitlines()[0] == "fname,label,aso_id"
 
     train, test, truth = _rows(tiny, "train.csv"), _rows(tiny, "test.csv"), _rows(tiny, "course_truth.csv")
     for split, rows in (("train", train), ("test", test)):
-        on_disk = sorted(p.name for p in (tiny / cd.AUDIO_DIRS[split]).iterdir())
+        on_disk = sorted(p.name for p in (tiny / AUDIO_DIRS[split]).iterdir())
         assert on_disk == sorted(r["fname"] for r in rows)  # nothing missing, nothing extra (no temp file)
         assert all(re.fullmatch(r"[1-9][0-9]*\.wav", r["fname"]) for r in rows)
-        assert all(r["label"] in cd.CLASSES and r["aso_id"] == cd.ASO_IDS[r["label"]] for r in rows)
+        assert all(r["label"] in CLASSES and r["aso_id"] == cd.ASO_IDS[r["label"]] for r in rows)
     assert not {r["fname"] for r in train} & {r["fname"] for r in test}
     assert all(r["manually_verified"] in "01" and r["noisy_small"] in "01" for r in train)
     assert not any(r["manually_verified"] == "1" and r["noisy_small"] == "1" for r in train)
@@ -96,14 +124,16 @@ def test_split_proportions_on_disk(tiny):
     noisy = [r for r in train if r["manually_verified"] == "0"]
     small = [r for r in noisy if r["noisy_small"] == "1"]
     for rows, per_class in ((clean, TINY.clean_per_class), (noisy, TINY.noisy_per_class), (test, TINY.test_per_class)):
-        assert Counter(r["label"] for r in rows) == {c: per_class for c in cd.CLASSES}
-    assert {r["label"] for r in small} == set(cd.CLASSES)
+        assert Counter(r["label"] for r in rows) == {c: per_class for c in CLASSES}
+    assert {r["label"] for r in small} == set(CLASSES)
 
     def seconds(rows):
-        return sum(sf.info(str(tiny / cd.AUDIO_DIRS["train"] / r["fname"])).duration for r in rows)
+        return sum(sf.info(str(tiny / AUDIO_DIRS["train"] / r["fname"])).duration for r in rows)
 
     assert seconds(small) == pytest.approx(seconds(clean), rel=0.3)
-    truth = Counter(r["label_state"] for r in _rows(tiny, "course_truth.csv") if r["fname"] in {n["fname"] for n in noisy})
+    truth = Counter(
+        r["label_state"] for r in _rows(tiny, "course_truth.csv") if r["fname"] in {n["fname"] for n in noisy}
+    )
     assert (truth["wrong"], truth["incomplete"]) == (round(0.4 * len(noisy)), round(0.2 * len(noisy)))
 
 
@@ -116,11 +146,11 @@ def test_course_plan_proportions():
     assert 0.08 <= len(clean) / len(train) <= 0.12
     for rows in (clean, noisy, test):
         counts = Counter(c.label for c in rows)
-        assert set(counts) == set(cd.CLASSES)
+        assert set(counts) == set(CLASSES)
         assert max(counts.values()) >= 2 * min(counts.values())  # class imbalance
     small = sum(c.seconds for c in noisy if c.noisy_small)
     assert small == pytest.approx(sum(c.seconds for c in clean), rel=0.05)
-    assert {c.label for c in noisy if c.noisy_small} == set(cd.CLASSES)
+    assert {c.label for c in noisy if c.noisy_small} == set(CLASSES)
     seconds = np.array([c.seconds for c in clips])
     assert seconds.min() >= 0.3 and seconds.max() <= 30 and (seconds > 8).sum() >= 5
     assert 0.8 <= seconds.mean() <= 1.3 and np.median(seconds) < 1.0  # mostly short
@@ -141,7 +171,9 @@ def test_label_noise_rate_and_structure(wrong_rate, incomplete_rate):
     assert abs(len(incomplete) / len(noisy) - expect_incomplete) <= 1 / len(noisy)
     assert all(c.true_label != c.label and c.mixed_label is None for c in wrong)
     assert all(c.true_label == c.label and c.mixed_label not in (None, c.label) for c in incomplete)
-    assert all(c.label_state == "clean" and c.mixed_label is None for c in clips if c.manually_verified or c.split == "test")
+    assert all(
+        c.label_state == "clean" and c.mixed_label is None for c in clips if c.manually_verified or c.split == "test"
+    )
     # structured: mostly towards the confusable neighbours (uniform flips would give about 1.5 / 19 = 8%)
     for others in ([(c.label, c.true_label) for c in wrong], [(c.label, c.mixed_label) for c in incomplete]):
         if len(others) >= 100:
@@ -154,7 +186,7 @@ def test_deterministic_and_independent_of_workers(tiny, tmp_path):
     other = cd.generate(tmp_path / "other", "tiny", seed=SEED + 1, progress=False, workers=1)
     wavs = lambda tree: {h for p, h in tree.items() if p.endswith(".wav")}  # noqa: E731
     assert not wavs(_tree(other)) & wavs(_tree(tiny))
-    assert (other / cd.META_DIR / "train.csv").read_text() != (tiny / cd.META_DIR / "train.csv").read_text()
+    assert (other / META_DIR / "train.csv").read_text() != (tiny / META_DIR / "train.csv").read_text()
     clip = cd.plan_dataset("tiny", seed=SEED)[5]
     assert np.array_equal(cd.render_clip(clip, SEED), cd.render_clip(clip, SEED))
 
@@ -163,14 +195,14 @@ def test_resume_after_interruption(tiny, tmp_path):
     root = tmp_path / "tiny"
     shutil.copytree(tiny, root)
     expected = _tree(tiny)
-    wavs = sorted((root / cd.AUDIO_DIRS["train"]).glob("*.wav"))
+    wavs = sorted((root / AUDIO_DIRS["train"]).glob("*.wav"))
     for p in wavs[:3]:
         p.unlink()
     for p in wavs[3:5]:
         p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
     (wavs[5].parent / f".{wavs[5].name}.999.part").write_bytes(b"RIFF")  # a temp file left by a killed run
-    (root / cd.META_DIR / "train.csv").unlink()
-    (root / cd.META_DIR / "course_truth.csv").unlink()
+    (root / META_DIR / "train.csv").unlink()
+    (root / META_DIR / "course_truth.csv").unlink()
     untouched = wavs[6].stat()
 
     cd.generate(root, "tiny", seed=SEED, progress=False, workers=1)
@@ -183,8 +215,11 @@ def test_parameter_mismatch_raises(tiny, tmp_path):
     root = tmp_path / "tiny"
     shutil.copytree(tiny, root)
     before = _tree(root)
-    for kwargs, word in (({"seed": SEED + 1}, "seed"), ({"seed": SEED, "wrong_rate": 0.1}, "wrong_rate"),
-                         ({"seed": SEED, "incomplete_rate": 0.0}, "incomplete_rate")):
+    for kwargs, word in (
+        ({"seed": SEED + 1}, "seed"),
+        ({"seed": SEED, "wrong_rate": 0.1}, "wrong_rate"),
+        ({"seed": SEED, "incomplete_rate": 0.0}, "incomplete_rate"),
+    ):
         with pytest.raises(ValueError, match=word):
             cd.generate(root, "tiny", progress=False, **kwargs)
     with pytest.raises(ValueError, match="preset"):
@@ -193,8 +228,8 @@ def test_parameter_mismatch_raises(tiny, tmp_path):
 
 
 def test_root_not_made_by_generate_raises(tmp_path):
-    (tmp_path / cd.META_DIR).mkdir()
-    (tmp_path / cd.META_DIR / "train.csv").write_text("fname,label,aso_id,manually_verified,noisy_small\n")
+    (tmp_path / META_DIR).mkdir()
+    (tmp_path / META_DIR / "train.csv").write_text("fname,label,aso_id,manually_verified,noisy_small\n")
     with pytest.raises(ValueError, match="course_manifest.json"):
         cd.generate(tmp_path, "tiny", progress=False)
 
@@ -217,7 +252,7 @@ def test_bad_arguments():
         cd.CoursePreset(1, 1, 1, long_fraction=0.1, max_seconds=5.0)
 
 
-@pytest.mark.parametrize("label", cd.CLASSES)
+@pytest.mark.parametrize("label", CLASSES)
 def test_synthesize_every_class(label):
     x = cd.synthesize(label, 0.5, np.random.default_rng(0))
     assert x.dtype == np.float32 and x.shape == (22050,) and np.isfinite(x).all()
@@ -240,7 +275,7 @@ def test_classes_are_distinguishable(tiny):
     """Clips whose label is right: mean log-spectra are closer within a class than across classes."""
     truth = {r["fname"]: r for r in _rows(tiny, "course_truth.csv")}
     paths = [p for p in sorted(tiny.rglob("*.wav")) if truth[p.name]["label_state"] == "clean"]
-    y = np.array([cd.CLASSES.index(truth[p.name]["true_label"]) for p in paths])
+    y = np.array([CLASSES.index(truth[p.name]["true_label"]) for p in paths])
     x = np.array([_band_spectrum(p) for p in paths])
     x = (x - x.mean(0)) / x.std(0)
     d = np.linalg.norm(x[:, None] - x[None], axis=-1)

@@ -6,10 +6,11 @@ import h5py
 import numpy as np
 import pytest
 import soundfile as sf
-from tolerance import assert_close_ulps
 
 from uclser_lib import data as D
 from uclser_lib.features import AudioError, LogMelParams, extract_logmel
+
+from tolerance import assert_close_ulps
 
 
 def write_fsd(root, n_train=12, n_test=4, classes=("Engine", "Fire", "Rain"), seed=0):
@@ -23,9 +24,16 @@ def write_fsd(root, n_train=12, n_test=4, classes=("Engine", "Fire", "Rain"), se
         for i in range(n):
             fname = f"{split[:2]}{i}.wav"
             seconds = rng.uniform(0.3, 2.5)
-            sf.write(root / D.AUDIO_DIRS[split] / fname, (0.1 * rng.standard_normal(int(44100 * seconds))).astype(np.float32), 44100, subtype="PCM_16")
+            sf.write(
+                root / D.AUDIO_DIRS[split] / fname,
+                (0.1 * rng.standard_normal(int(44100 * seconds))).astype(np.float32),
+                44100,
+                subtype="PCM_16",
+            )
             label = classes[i % len(classes)]
-            rows[split].append([fname, label, "/m/0", str(int(i % 2 == 0)), str(int(i % 4 == 1))][: 5 if split == "train" else 3])
+            rows[split].append(
+                [fname, label, "/m/0", str(int(i % 2 == 0)), str(int(i % 4 == 1))][: 5 if split == "train" else 3]
+            )
     for split, header in (("train", D.TRAIN_COLUMNS), ("test", D.TEST_COLUMNS)):
         with open(root / D.META_DIR / f"{split}.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -57,7 +65,12 @@ def _rewrite_csv(path, fn):
 @pytest.mark.parametrize(
     "csvname, edit, error, message",
     [
-        ("train.csv", lambda r: [[c for j, c in enumerate(x) if j != 3] for x in r], ValueError, "missing column.*manually_verified"),
+        (
+            "train.csv",
+            lambda r: [[c for j, c in enumerate(x) if j != 3] for x in r],
+            ValueError,
+            "missing column.*manually_verified",
+        ),
         ("test.csv", lambda r: r[:1] + [["te0.wav", "Glass", "/m/0"]] + r[2:], ValueError, r"label\(s\) \['Glass'\]"),
         ("train.csv", lambda r: r + [["nothere.wav", "Fire", "/m/0", "0", "0"]], FileNotFoundError, "nothere.wav"),
         ("train.csv", lambda r: r[:1] + [r[1][:3] + ["yes", "0"]] + r[2:], ValueError, "expected 0 or 1"),
@@ -168,7 +181,7 @@ def test_splits_are_disjoint_and_seeded(fsd, tmp_path):
     s = D.paper_splits(train, test, seed=1)
     assert set(s["pretrain"].fnames) == {c.fname for c in meta.train if not c.clean}
     assert set(s["val"].fnames) == {c.fname for c in meta.train if c.clean}
-    assert not set(s["clean_train"].fnames) & set(s["clean_val"].fnames)  # no leak (SPEC section 12)
+    assert not set(s["clean_train"].fnames) & set(s["clean_val"].fnames)  # no leak (docs/released-code.md)
     assert set(s["clean_train"].fnames) | set(s["clean_val"].fnames) == set(s["val"].fnames)
     again = D.paper_splits(train, test, seed=1)
     assert again["clean_val"].fnames == s["clean_val"].fnames

@@ -9,21 +9,20 @@ import torch
 from torch import nn
 
 from uclser_lib import plots
-from uclser_lib.data import FeatureSet, PackedClips, paper_splits
+from uclser_lib.data import FeatureSet, PackedClips, feature_stats, paper_splits
 from uclser_lib.downstream import (
     FinetuneConfig,
     LinearEvalConfig,
     LinearProbe,
-    evaluate,
     finetune,
     linear_eval,
     run_seeds,
+    score_model,
     subsample_per_class,
     task_splits,
 )
 from uclser_lib.features import DEFAULT_PARAMS
 from uclser_lib.models import Encoder, build_encoder
-from uclser_lib.train import feature_stats
 
 N_CLASSES = 4
 
@@ -39,8 +38,14 @@ def make_set(n, seed, amp=2.0, label_noise=0.0, clean=False) -> FeatureSet:
         x[:, 10 + 20 * c : 20 + 20 * c] += amp
         clips.append(x)
         labels.append(int(rng.integers(N_CLASSES)) if rng.random() < label_noise else c)
-    return FeatureSet(PackedClips.from_list(clips, labels), [f"{seed}_{i}.wav" for i in range(n)], np.full(n, clean),
-                      np.zeros(n, bool), [f"c{c}" for c in range(N_CLASSES)], DEFAULT_PARAMS)  # fmt: skip
+    return FeatureSet(
+        PackedClips.from_list(clips, labels),
+        [f"{seed}_{i}.wav" for i in range(n)],
+        np.full(n, clean),
+        np.zeros(n, bool),
+        [f"c{c}" for c in range(N_CLASSES)],
+        DEFAULT_PARAMS,
+    )
 
 
 class TinyEncoder(Encoder):
@@ -84,8 +89,17 @@ def test_cached_path_equals_slow_path():
     assert [h["val_balanced"] for h in fast.history] == [h["val_balanced"] for h in slow.history]
     assert fast.best_epoch == slow.best_epoch
     # another seed draws other patches and batches: the comparison above is not vacuous
-    other = linear_eval(TinyEncoder(), mean, std, train, val, test, LinearEvalConfig(**{**cfg.to_dict(), "seed": 8}),
-                        device="cpu", progress=False)  # fmt: skip
+    other = linear_eval(
+        TinyEncoder(),
+        mean,
+        std,
+        train,
+        val,
+        test,
+        LinearEvalConfig(**{**cfg.to_dict(), "seed": 8}),
+        device="cpu",
+        progress=False,
+    )
     assert not torch.allclose(other.head.weight, fast.head.weight, atol=1e-3)
 
 
@@ -93,9 +107,11 @@ def test_linear_eval_freezes_the_encoder_in_eval_mode():
     train, val, test = make_set(8, 0), make_set(4, 1), make_set(4, 2)
     mean, std = feature_stats(train.clips)
     torch.manual_seed(0)
-    encoder = build_encoder("resnet18", n_classes=20).train()  # as the released code left it (SPEC 12)
+    encoder = build_encoder("resnet18", n_classes=20).train()  # as the released code left it (docs/released-code.md)
     before = snapshot(encoder)
-    res = linear_eval(encoder, mean, std, train, val, test, LinearEvalConfig(epochs=2, batch_size=4), device="cpu", progress=False)
+    res = linear_eval(
+        encoder, mean, std, train, val, test, LinearEvalConfig(epochs=2, batch_size=4), device="cpu", progress=False
+    )
     assert not encoder.training and all(not m.training for m in encoder.modules())
     after = encoder.state_dict()
     for k, v in before.items():  # weights and BatchNorm running statistics (and their counters) unchanged
@@ -108,12 +124,21 @@ def test_linear_eval_freezes_the_encoder_in_eval_mode():
 def test_linear_eval_learns_and_reports_the_restored_best_head():
     train, val, test = sets()
     mean, std = feature_stats(train.clips)
-    res = linear_eval(TinyEncoder(), mean, std, train, val, test, LinearEvalConfig(epochs=8, batch_size=8, milestones=[5]),
-                      device="cpu", progress=False)  # fmt: skip
+    res = linear_eval(
+        TinyEncoder(),
+        mean,
+        std,
+        train,
+        val,
+        test,
+        LinearEvalConfig(epochs=8, batch_size=8, milestones=[5]),
+        device="cpu",
+        progress=False,
+    )
     assert res.val["balanced"] >= 90 and res.test["balanced"] >= 75  # chance: 25
     assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
     assert [h["lr"] for h in res.history] == pytest.approx([0.1] * 5 + [0.01] * 3)
-    assert evaluate(res.model, val, mean, std)["balanced"] == pytest.approx(res.val["balanced"])
+    assert score_model(res.model, val, mean, std)["balanced"] == pytest.approx(res.val["balanced"])
     assert res.val["confusion"].shape == (N_CLASSES, N_CLASSES) and res.val["confusion"].sum() == len(val)
     assert set(res.test) >= {"top1", "balanced", "top3", "per_class", "confusion"}
 
@@ -130,17 +155,37 @@ def test_selection_takes_the_best_val_epoch_and_its_test_metrics():
     assert res.val["balanced"] == max(val_curve)
     assert res.test["balanced"] == res.history[res.best_epoch - 1]["test_balanced"]
     # the returned model holds the best epoch's weights, not the last epoch's
-    assert evaluate(res.model, val, mean, std)["balanced"] == pytest.approx(max(val_curve))
-    assert evaluate(res.model, test, mean, std)["balanced"] == pytest.approx(res.test["balanced"])
+    assert score_model(res.model, val, mean, std)["balanced"] == pytest.approx(max(val_curve))
+    assert score_model(res.model, test, mean, std)["balanced"] == pytest.approx(res.test["balanced"])
     # scoring the test set only when validation improves: the same result; the test curve at those epochs only
-    sparse = linear_eval(TinyEncoder(), mean, std, train, val, test, dataclasses.replace(cfg, test_every_epoch=False),
-                         device="cpu", progress=False)  # fmt: skip
-    assert (sparse.best_epoch, sparse.val["balanced"], sparse.test["balanced"]) == (res.best_epoch, res.val["balanced"], res.test["balanced"])
+    sparse = linear_eval(
+        TinyEncoder(),
+        mean,
+        std,
+        train,
+        val,
+        test,
+        dataclasses.replace(cfg, test_every_epoch=False),
+        device="cpu",
+        progress=False,
+    )
+    assert (sparse.best_epoch, sparse.val["balanced"], sparse.test["balanced"]) == (
+        res.best_epoch,
+        res.val["balanced"],
+        res.test["balanced"],
+    )
     improving = [e + 1 for e, v in enumerate(val_curve) if v > max(val_curve[:e], default=-1)]
     assert [h["epoch"] for h in sparse.history if "test_balanced" in h] == improving and len(improving) < len(val_curve)
-    assert all(h["test_balanced"] == res.history[h["epoch"] - 1]["test_balanced"] for h in sparse.history if "test_balanced" in h)
+    assert all(
+        h["test_balanced"] == res.history[h["epoch"] - 1]["test_balanced"]
+        for h in sparse.history
+        if "test_balanced" in h
+    )
     fig = plots.downstream_curves({"every epoch": res.history, "improving epochs": sparse.history})
-    assert [len(line.get_xdata()) for line in fig.axes[1].lines[1::3]] == [len(val_curve), len(improving)]  # the test lines
+    assert [len(line.get_xdata()) for line in fig.axes[1].lines[1::3]] == [
+        len(val_curve),
+        len(improving),
+    ]  # the test lines
     plt.close(fig)
 
 
@@ -160,7 +205,7 @@ def test_finetune_trains_a_copy_end_to_end_and_learns():
     assert res.head.weight.shape == (N_CLASSES, 512)  # a fresh classifier for the task's classes
     assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
     assert res.val["balanced"] > 50  # chance: 25
-    assert evaluate(res.model, val, mean, std)["balanced"] == pytest.approx(res.val["balanced"])
+    assert score_model(res.model, val, mean, std)["balanced"] == pytest.approx(res.val["balanced"])
 
 
 def test_finetune_starts_from_the_linear_probe_of_probe_epochs():
@@ -168,11 +213,24 @@ def test_finetune_starts_from_the_linear_probe_of_probe_epochs():
     mean, std = feature_stats(train.clips)
     encoder = TinyEncoder()
     kw = dict(epochs=2, batch_size=8, lr=1e-9, milestones=[100])  # fine-tuning barely moves anything at lr 1e-9
-    probed = finetune(encoder, mean, std, train, val, test, FinetuneConfig(probe_epochs=6, **kw), device="cpu", progress=False)
-    fresh = finetune(encoder, mean, std, train, val, test, FinetuneConfig(probe_epochs=0, **kw), device="cpu", progress=False)
+    probed = finetune(
+        encoder, mean, std, train, val, test, FinetuneConfig(probe_epochs=6, **kw), device="cpu", progress=False
+    )
+    fresh = finetune(
+        encoder, mean, std, train, val, test, FinetuneConfig(probe_epochs=0, **kw), device="cpu", progress=False
+    )
     # the classifier fine-tuning starts from is linear evaluation's (lr 0.1, drops at 40 % and 80 %), same seed
-    probe = linear_eval(encoder, mean, std, train, val, test, LinearEvalConfig(epochs=6, batch_size=8, milestones=[2, 4]),
-                        device="cpu", progress=False)  # fmt: skip
+    probe = linear_eval(
+        encoder,
+        mean,
+        std,
+        train,
+        val,
+        test,
+        LinearEvalConfig(epochs=6, batch_size=8, milestones=[2, 4]),
+        device="cpu",
+        progress=False,
+    )
     torch.testing.assert_close(probed.head.weight, probe.head.weight, atol=1e-6, rtol=0)
     assert len(probed.history) == 2  # the history holds the fine-tuning epochs
     assert probed.history[0]["loss"] < 0.7 * fresh.history[0]["loss"]
@@ -190,7 +248,17 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match="embed gives 16-d embeddings but encoder.embedding_dim is 20"):
         linear_eval(TinyEncoder(embedding_dim=20), mean, std, train, val, test, **kw)
     with pytest.raises(ValueError, match="classifier takes 9-d inputs but its embedding_dim is 16"):
-        finetune(TinyEncoder(classifier_in=9), mean, std, train, val, test, FinetuneConfig(epochs=1), device="cpu", progress=False)
+        finetune(
+            TinyEncoder(classifier_in=9),
+            mean,
+            std,
+            train,
+            val,
+            test,
+            FinetuneConfig(epochs=1),
+            device="cpu",
+            progress=False,
+        )
     renamed = val.subset(np.arange(len(val)))
     renamed.classes = ["a", "b", "c", "d"]
     with pytest.raises(ValueError, match="val split has classes .*'a'.* share one class list"):
@@ -198,7 +266,17 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match=r"\['c3'\] have no val clip"):
         linear_eval(TinyEncoder(), mean, std, train, val.subset(val.labels != 3), test, **kw)
     with pytest.raises(ValueError, match=r"\['c0'\] have no train clip"):
-        finetune(TinyEncoder(), mean, std, train.subset(train.labels != 0), val, test, FinetuneConfig(epochs=1), device="cpu", progress=False)
+        finetune(
+            TinyEncoder(),
+            mean,
+            std,
+            train.subset(train.labels != 0),
+            val,
+            test,
+            FinetuneConfig(epochs=1),
+            device="cpu",
+            progress=False,
+        )
     unlabelled = make_set(12, 2)
     unlabelled.clips.labels[5] = -1
     with pytest.raises(ValueError, match="test split: clip '2_5.wav' has label -1"):

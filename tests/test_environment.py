@@ -62,7 +62,8 @@ def test_installed_packages_are_the_locked_ones():
         if installed.split("+")[0] != pinned.split("+")[0]:
             wrong.append(f"{name}: installed {installed}, locked {pinned}")
     assert not wrong, (
-        f"this environment differs from {LOCK.name} in {len(wrong)} package(s): " + "; ".join(wrong)
+        f"this environment differs from {LOCK.name} in {len(wrong)} package(s): "
+        + "; ".join(wrong)
         + ". Run `make install` (it syncs .venv with the lock) or `uv pip sync requirements.lock` in your own environment."
     )
 

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
 from uclser_lib.data import EVAL_HOP, PATCH_FRAMES
-from uclser_lib.evaluate import balanced_accuracy, clip_metrics, clip_predictions, knn_monitor
-from uclser_lib.models import ProjectionHead, load_released_encoder
+from uclser_lib.metrics import balanced_accuracy, clip_metrics, clip_predictions, knn_monitor
+from uclser_lib.models import ProjectionHead
+from uclser_lib.released import load_released_encoder
 from uclser_lib.runtime import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location("knn_baseline", REPO_ROOT / "bench" / "knn_baseline.py")
@@ -32,8 +33,8 @@ def _random_set(n_clips=40, n_classes=6, dim=16, seed=0):
 
 
 def _released_pipeline_embeddings(ref, model_zoo_dir):
-    """Patch embeddings of the reference clips: hop-50 evaluation patches (SPEC 4), normalised as the released
-    code does with the clips as training set (mean, and the buggy std sqrt(sum of squares) / N of SPEC 12, which
+    """Patch embeddings of the reference clips: hop-50 evaluation patches (docs/method.md §4), normalised as the released
+    code does with the clips as training set (mean, and the buggy std sqrt(sum of squares) / N of docs/released-code.md, which
     VGG_best was trained with), VGG_best.embed, the reference head (eval mode), L2-normalised."""
     clips = torch.from_numpy(ref["clips"])
     data = clips.double()
@@ -48,7 +49,9 @@ def _released_pipeline_embeddings(ref, model_zoo_dir):
         clip_ids += [i] * len(p)
     encoder = load_released_encoder("vgglike", model_zoo_dir / "VGG_best.pth")
     head = ProjectionHead(512, 512, out_dim=ref["proj.net1.3.weight"].shape[0])
-    head.load_state_dict({k.removeprefix("proj."): torch.from_numpy(ref[k]) for k in ref.files if k.startswith("proj.")})
+    head.load_state_dict(
+        {k.removeprefix("proj."): torch.from_numpy(ref[k]) for k in ref.files if k.startswith("proj.")}
+    )
     head.eval()
     with torch.no_grad():
         emb = head(encoder.embed(torch.cat(patches).unsqueeze(1)))

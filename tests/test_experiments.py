@@ -4,15 +4,16 @@ from collections import Counter
 
 import pytest
 
-from uclser_lib import coursedata, data
+from uclser_lib import coursedata, data, datasets
+from uclser_lib.data import feature_stats
 from uclser_lib.downstream import FinetuneConfig, LinearEvalConfig
-from uclser_lib.experiments import label_efficiency, label_noise, merge_results
+from uclser_lib.experiments import label_efficiency, label_noise
 from uclser_lib.models import build_encoder
-from uclser_lib.train import feature_stats
+from uclser_lib.results import merge_results
 
 
 def test_relabel_rate_and_structure():
-    true = [c for c in coursedata.CLASSES for _ in range(50)]
+    true = [c for c in data.CLASSES for _ in range(50)]
     noisy = coursedata.relabel(true, 0.4, seed=3)
     changed = [(t, n) for t, n in zip(true, noisy) if t != n]
     assert len(changed) == 400  # exactly round(0.4 * 1000)
@@ -25,41 +26,70 @@ def test_relabel_rate_and_structure():
 
 
 def test_label_noise_experiment_on_tiny_course():
-    course = data.prepare("tiny", progress=False)
+    course = datasets.prepare("tiny", progress=False)
     truth = coursedata.read_truth(course.root)
     states = Counter(truth[f][1] for f in course.splits()["pretrain"].fnames)
     assert states["wrong"] > 0 and set(states) <= {"clean", "wrong", "incomplete"}
     splits = course.splits()
     mean, std = feature_stats(splits["pretrain"].clips)
-    res = label_noise(build_encoder("resnet18"), mean, std, splits, truth, wrong_rates=(0.0, 0.6),
-                      finetune_cfg=FinetuneConfig(epochs=1, batch_size=16, milestones=[1]), device="cpu")  # fmt: skip
-    assert {(r["init"], r["wrong_rate"]) for r in res["rows"]} == {(i, w) for i in ("pretrained", "random") for w in (0.0, 0.6)}
+    res = label_noise(
+        build_encoder("resnet18"),
+        mean,
+        std,
+        splits,
+        truth,
+        wrong_rates=(0.0, 0.6),
+        finetune_cfg=FinetuneConfig(epochs=1, batch_size=16, milestones=[1]),
+        device="cpu",
+    )
+    assert {(r["init"], r["wrong_rate"]) for r in res["rows"]} == {
+        (i, w) for i in ("pretrained", "random") for w in (0.0, 0.6)
+    }
     assert all(0 <= r["test_balanced"] <= 100 for r in res["rows"]) and len(res["summary"]) == 4
     with pytest.raises(ValueError, match="true class of every noisy clip"):
         label_noise(build_encoder("resnet18"), mean, std, splits, {}, wrong_rates=(0.0,))
 
 
 def test_label_curves_by_linear_evaluation_on_tiny_course():
-    course = data.prepare("tiny", progress=False)
+    course = datasets.prepare("tiny", progress=False)
     splits = course.splits()
     mean, std = feature_stats(splits["pretrain"].clips)
     cfg = LinearEvalConfig(epochs=2, batch_size=16, milestones=[1])
-    eff = label_efficiency(build_encoder("vgglike"), mean, std, splits, fractions=(0.5, 1.0), seeds=(0, 1), stage="linear",
-                           linear_cfg=cfg, device="cpu")  # fmt: skip
+    eff = label_efficiency(
+        build_encoder("vgglike"),
+        mean,
+        std,
+        splits,
+        fractions=(0.5, 1.0),
+        seeds=(0, 1),
+        stage="linear",
+        linear_cfg=cfg,
+        device="cpu",
+    )
     assert {(r["init"], r["fraction"], r["stage"]) for r in eff["rows"]} == {
-        (i, f, "linear") for i in ("pretrained", "random") for f in (0.5, 1.0)}
+        (i, f, "linear") for i in ("pretrained", "random") for f in (0.5, 1.0)
+    }
     assert all(r["n"] == 2 for r in eff["summary"])
     n_train = {r["fraction"]: r["n_train"] for r in eff["rows"]}
     assert len(splits["test"].classes) <= n_train[0.5] <= n_train[1.0]  # at least one clip per class
-    noise = label_noise(build_encoder("vgglike"), mean, std, splits, coursedata.read_truth(course.root), wrong_rates=(0.6,),
-                        stage="linear", linear_cfg=cfg, device="cpu")  # fmt: skip
+    noise = label_noise(
+        build_encoder("vgglike"),
+        mean,
+        std,
+        splits,
+        coursedata.read_truth(course.root),
+        wrong_rates=(0.6,),
+        stage="linear",
+        linear_cfg=cfg,
+        device="cpu",
+    )
     assert {(r["stage"], r["wrong_rate"]) for r in noise["rows"]} == {("linear", 0.6)}
     with pytest.raises(ValueError, match="stage must be"):
         label_efficiency(build_encoder("vgglike"), mean, std, splits, fractions=(1.0,), stage="probe", device="cpu")
 
 
 def test_with_labels_shares_features():
-    fs = data.prepare("tiny", progress=False).test
+    fs = datasets.prepare("tiny", progress=False).test
     relabelled = fs.with_labels([0] * len(fs))
     assert relabelled.clips.data is fs.clips.data and set(relabelled.labels) == {0}
     with pytest.raises(ValueError, match="class indices"):
@@ -74,9 +104,11 @@ def test_curves_plot_one_line_per_init_in_x_order():
 
     from uclser_lib import plots
 
-    summary = [dict(init=i, fraction=f, wrong_rate=w, mean=m, std=1.0)
-               for i, base in (("random", 10.0), ("pretrained", 40.0))
-               for f, w, m in ((1.0, 0.6, base + 20), (0.1, 0.0, base))]  # fmt: skip
+    summary = [
+        dict(init=i, fraction=f, wrong_rate=w, mean=m, std=1.0)
+        for i, base in (("random", 10.0), ("pretrained", 40.0))
+        for f, w, m in ((1.0, 0.6, base + 20), (0.1, 0.0, base))
+    ]
     fig, (a, b) = plt.subplots(1, 2)
     plots.label_efficiency_curve(a, summary, {0.1: 3, 1.0: 30}, chance=5.0)
     plots.label_noise_curve(b, summary)
@@ -85,15 +117,20 @@ def test_curves_plot_one_line_per_init_in_x_order():
         assert set(lines) == {"random", "pretrained"}
         for init, line in lines.items():
             rows = sorted((r for r in summary if r["init"] == init), key=lambda r: r[x])
-            assert list(line.get_xdata()) == [r[x] for r in rows] and list(line.get_ydata()) == [r["mean"] for r in rows]
-    assert [t.get_text() for t in a.get_xticklabels()] == ["0.1\n(3 clips)", "1\n(30 clips)"] and a.get_xscale() == "log"
+            assert list(line.get_xdata()) == [r[x] for r in rows] and list(line.get_ydata()) == [
+                r["mean"] for r in rows
+            ]
+    assert [t.get_text() for t in a.get_xticklabels()] == [
+        "0.1\n(3 clips)",
+        "1\n(30 clips)",
+    ] and a.get_xscale() == "log"
     plt.close(fig)
 
 
 def test_linear_eval_embedding_cache_skips_embedded_sets_and_keeps_results():
     from uclser_lib.downstream import linear_eval, task_splits
 
-    course = data.prepare("tiny", progress=False)
+    course = datasets.prepare("tiny", progress=False)
     splits = course.splits()
     mean, std = feature_stats(splits["pretrain"].clips)
     train, val, test = task_splits(splits, "noisy")
@@ -104,11 +141,15 @@ def test_linear_eval_embedding_cache_skips_embedded_sets_and_keeps_results():
     cfg = LinearEvalConfig(epochs=2, batch_size=16, milestones=[1])
     plain = linear_eval(encoder, mean, std, train, val, test, cfg=cfg, device="cpu", progress=False)
     n_plain, cache = len(calls), {}
-    first = linear_eval(encoder, mean, std, train, val, test, cfg=cfg, device="cpu", progress=False, embedding_cache=cache)
+    first = linear_eval(
+        encoder, mean, std, train, val, test, cfg=cfg, device="cpu", progress=False, embedding_cache=cache
+    )
     assert len(cache) == 3 and first.test["balanced"] == plain.test["balanced"]
     calls.clear()
     relabelled = train.with_labels(list(reversed(train.labels.tolist())))  # same clips: served from the cache
-    again = linear_eval(encoder, mean, std, relabelled, val, test, cfg=cfg, device="cpu", progress=False, embedding_cache=cache)
+    again = linear_eval(
+        encoder, mean, std, relabelled, val, test, cfg=cfg, device="cpu", progress=False, embedding_cache=cache
+    )
     assert calls == [] and n_plain > 0 and len(cache) == 3
     assert again.test["confusion"].sum() == len(test)
 
@@ -118,10 +159,22 @@ def test_merge_results_replaces_rerun_rows_and_keeps_the_rest():
         return dict(arch="crnn", init=init, stage=stage, task=task, seed=seed, test_balanced=acc)
 
     meta = dict(encoder="course-crnn", dataset="course_course", epochs=100)
-    base = dict(meta, rows=[row(i, s, t, seed, 50.0 + seed) for i in ("pretrained", "random") for s, t in (("linear", "noisy"), ("finetune", "clean"))
-                            for seed in (0, 1)], runs=[{"command": "old"}], label_noise={"rows": []})  # fmt: skip
-    update = dict(meta, rows=[row(i, "finetune", "clean", seed, 70.0 + seed) for i in ("pretrained", "random") for seed in (1, 2)],
-                  runs=[{"command": "new"}])  # fmt: skip
+    base = dict(
+        meta,
+        rows=[
+            row(i, s, t, seed, 50.0 + seed)
+            for i in ("pretrained", "random")
+            for s, t in (("linear", "noisy"), ("finetune", "clean"))
+            for seed in (0, 1)
+        ],
+        runs=[{"command": "old"}],
+        label_noise={"rows": []},
+    )
+    update = dict(
+        meta,
+        rows=[row(i, "finetune", "clean", seed, 70.0 + seed) for i in ("pretrained", "random") for seed in (1, 2)],
+        runs=[{"command": "new"}],
+    )
     merged = merge_results(base, update)
     got = {(r["init"], r["stage"], r["task"], r["seed"]): r["test_balanced"] for r in merged["rows"]}
     assert len(got) == len(merged["rows"]) == 10  # 8 old - 2 rerun (seed 1, clean, both inits) + 4 new

@@ -16,7 +16,7 @@ from uclser_lib.features import (
     prepare_waveform,
 )
 
-# SPEC section 11: 22,050 Hz clips within 1e-3; the 44,100 Hz clip depends on the resampler: 0.05
+# docs/released-code.md, Reference outputs: 22,050 Hz clips within 1e-3; the 44,100 Hz clip depends on the resampler: 0.05
 TOL = {"clip0_22050": 1e-3, "clip1_22050": 1e-3, "clip2_22050": 1e-3, "clip3_44100": 0.05}
 
 
@@ -75,7 +75,10 @@ def test_short_clip_is_tiled():
 
 
 def test_batched_equals_one_by_one(clips):
-    waves = [prepare_waveform(*__import__("uclser_lib.features", fromlist=["load_audio"]).load_audio(p)) for p in clips.values()]
+    waves = [
+        prepare_waveform(*__import__("uclser_lib.features", fromlist=["load_audio"]).load_audio(p))
+        for p in clips.values()
+    ]
     together = logmel_from_waveforms(waves)
     for w, t in zip(waves, together):
         alone = logmel_from_waveforms([w])[0]

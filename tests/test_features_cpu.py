@@ -8,8 +8,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from tolerance import assert_close_ulps
-
 from uclser_lib import features as F
 from uclser_lib.features import (
     DEFAULT_PARAMS,
@@ -23,6 +21,8 @@ from uclser_lib.features import (
     resampler_in_use,
     stft_power,
 )
+
+from tolerance import assert_close_ulps
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def wavs(tmp_path):
 
 @pytest.mark.parametrize("resampler", ["soxr", "torchaudio"])
 def test_both_resamplers_match_released_features(reference_dir, resampler):
-    # SPEC section 11: the 44,100 Hz clip within 0.05 (log10 units)
+    # docs/released-code.md, Reference outputs: the 44,100 Hz clip within 0.05 (log10 units)
     expected = np.load(reference_dir / "features.npz")["clip3_44100"]
     got = extract_logmel(reference_dir / "clip3_44100.wav", resampler=resampler)
     assert got.dtype == np.float32 and got.shape == expected.shape
@@ -83,7 +83,7 @@ def test_without_soxr_auto_is_torchaudio(no_soxr, wavs):
     assert resampler_in_use() == "torchaudio"
     auto = extract_logmel(wavs[0])
     np.testing.assert_array_equal(auto, extract_logmel(wavs[0], resampler="torchaudio"))
-    (_, x, err, _), = extract_many(wavs[:1], workers=0)
+    ((_, x, err, _),) = extract_many(wavs[:1], workers=0)
     assert err is None and np.array_equal(x, auto)
     with pytest.raises(ValueError, match="needs the soxr package"):
         prepare_waveform(np.zeros(5000, np.float32), 44100, resampler="soxr")
@@ -98,8 +98,10 @@ def test_unknown_resampler_is_named():
 
 def test_the_library_imports_no_audio_packages():
     # training code runs where librosa, soundfile and soxr are absent: none may be imported at module level
-    code = ("import sys, uclser_lib.features, uclser_lib.data, uclser_lib.train; "
-            "print(sorted(m for m in ('librosa', 'soxr', 'soundfile') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys, uclser_lib.features, uclser_lib.data, uclser_lib.train; "
+        "print(sorted(m for m in ('librosa', 'soxr', 'soundfile') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

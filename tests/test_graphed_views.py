@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from uclser_lib.augment import AugmentConfig, GraphedViews, ViewBuilder
+from uclser_lib.augment import AugmentConfig
 from uclser_lib.data import PackedClips
+from uclser_lib.views import GraphedViews, ViewBuilder
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 

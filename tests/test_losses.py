@@ -8,9 +8,9 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from tolerance import assert_close_ulps
-
 from uclser_lib.losses import gather_with_grad, nt_xent
+
+from tolerance import assert_close_ulps
 
 
 def _views(n=8, d=16, seed=0):
@@ -19,7 +19,7 @@ def _views(n=8, d=16, seed=0):
 
 
 def _nt_xent_by_definition(z1, z2, tau):
-    """SPEC section 8 written out anchor by anchor, in float64."""
+    """docs/method.md §8 written out anchor by anchor, in float64."""
     z = F.normalize(torch.cat([z1, z2]).double(), dim=1)
     s = z @ z.T / tau
     n2 = len(z)
@@ -78,9 +78,7 @@ def test_perfect_views_give_low_loss():
     assert nt_xent(z1, z1, 0.05).item() < nt_xent(*_views(n=8, d=64), 0.05).item()
 
 
-@pytest.mark.parametrize(
-    "shape1, shape2", [((8, 16), (7, 16)), ((8, 16), (8, 15)), ((8,), (8,)), ((1, 16), (1, 16))]
-)
+@pytest.mark.parametrize("shape1, shape2", [((8, 16), (7, 16)), ((8, 16), (8, 15)), ((8,), (8,)), ((1, 16), (1, 16))])
 def test_shape_errors(shape1, shape2):
     with pytest.raises(ValueError, match="nt_xent"):
         nt_xent(torch.randn(shape1), torch.randn(shape2))

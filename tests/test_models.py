@@ -8,9 +8,9 @@ from uclser_lib.models import (
     ContrastiveModel,
     ProjectionHead,
     build_encoder,
-    load_released_encoder,
-    sha256_of,
 )
+from uclser_lib.released import load_released_encoder
+from uclser_lib.runtime import sha256_of
 
 ZOO = {"vgglike": ("VGG", 512), "crnn": ("CRNN", 64)}
 
@@ -122,7 +122,9 @@ def test_wrong_architecture_names_the_keys(model_zoo_dir):
 
 
 def test_released_sha256(model_zoo_dir):
-    assert sha256_of(model_zoo_dir / "VGG_best.pth") == "61fde9cd0b546fb8aab30cdc8327936acc349ec3f4e331b736fd9ec2e4cda9ba"
+    assert (
+        sha256_of(model_zoo_dir / "VGG_best.pth") == "61fde9cd0b546fb8aab30cdc8327936acc349ec3f4e331b736fd9ec2e4cda9ba"
+    )
 
 
 def test_sha256_mismatch_says_expected_and_got(model_zoo_dir, tmp_path):

@@ -26,9 +26,13 @@ def test_stored_without_outputs(path):
 def test_parameters_cell_and_no_inline_training(path):
     nb = json.loads(path.read_text())
     code = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
-    assert any("SMOKE" in c and "parameters" in c.lower() for c in code[:3]), f"{path.name}: no parameters cell near the top"
+    assert any("SMOKE" in c and "parameters" in c.lower() for c in code[:3]), (
+        f"{path.name}: no parameters cell near the top"
+    )
     joined = "\n".join(code)
-    assert not re.search(r"^\s*class \w+", joined, re.M), f"{path.name} defines a class inline: it belongs in uclser_lib"
+    assert not re.search(r"^\s*class \w+", joined, re.M), (
+        f"{path.name} defines a class inline: it belongs in uclser_lib"
+    )
     for forbidden in (".backward(", "optimizer.step", "nn.Module"):
         assert forbidden not in joined, f"{path.name} uses {forbidden!r} inline: training code belongs in uclser_lib"
 
@@ -42,4 +46,5 @@ def test_markdown_cells_are_prose_not_comment_lines(path):
             lines = [line for line in "".join(cell["source"]).splitlines() if line.strip()]
             headings = [line for line in lines if line.startswith("#")]
             assert len(headings) <= 2 and len(lines) > len(headings) or len(lines) == 1, (
-                f"{path.name} cell {i}: {len(headings)} of its {len(lines)} lines start with '#' (a wall of headings): {headings[:2]}")
+                f"{path.name} cell {i}: {len(headings)} of its {len(lines)} lines start with '#' (a wall of headings): {headings[:2]}"
+            )

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from tolerance import assert_close_ulps, ulp_atol
 
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from uclser_lib.checkpoints import load_checkpoint
 from uclser_lib.data import FeatureSet, PackedClips
 from uclser_lib.features import DEFAULT_PARAMS
-from uclser_lib.train import PretrainConfig, TrainingDiverged, load_checkpoint, pretrain
+from uclser_lib.train import PretrainConfig, TrainingDiverged, pretrain
 
 
 def synthetic_set(n=12, n_classes=4, seed=0) -> FeatureSet:
@@ -20,23 +21,35 @@ def synthetic_set(n=12, n_classes=4, seed=0) -> FeatureSet:
         clips.append(x)
         labels.append(c)
     packed = PackedClips.from_list(clips, labels)
-    return FeatureSet(packed, [f"{i}.wav" for i in range(n)], np.zeros(n, bool), np.zeros(n, bool),
-                      [f"c{c}" for c in range(n_classes)], DEFAULT_PARAMS)  # fmt: skip
+    return FeatureSet(
+        packed,
+        [f"{i}.wav" for i in range(n)],
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+        [f"c{c}" for c in range(n_classes)],
+        DEFAULT_PARAMS,
+    )
 
 
 def tiny_config(**kw) -> PretrainConfig:
-    base = dict(arch="resnet18", epochs=3, batch_size=6, lr=0.03, milestones=[2], knn_every=1, knn_k=5, proj_dim=32, seed=1)
+    base = dict(
+        arch="resnet18", epochs=3, batch_size=6, lr=0.03, milestones=[2], knn_every=1, knn_k=5, proj_dim=32, seed=1
+    )
     base.update(kw)
     return PretrainConfig(**base)
 
 
 def test_resume_continues_to_the_same_result(tmp_path):
     train, val = synthetic_set(), synthetic_set(8, seed=1)
-    full_model, full_hist = pretrain(tiny_config(), train, {"val": val}, run_dir=tmp_path / "full", progress=False, device="cpu")
+    full_model, full_hist = pretrain(
+        tiny_config(), train, {"val": val}, run_dir=tmp_path / "full", progress=False, device="cpu"
+    )
     # a run cut after 2 epochs, then resumed (extended) to 3
     pretrain(tiny_config(epochs=2), train, {"val": val}, run_dir=tmp_path / "cut", progress=False, device="cpu")
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
-    resumed_model, resumed_hist = pretrain(tiny_config(), train, {"val": val}, run_dir=tmp_path / "cut", resume=True, progress=False, device="cpu")
+    resumed_model, resumed_hist = pretrain(
+        tiny_config(), train, {"val": val}, run_dir=tmp_path / "cut", resume=True, progress=False, device="cpu"
+    )
     assert [h["epoch"] for h in resumed_hist] == [1, 2, 3]
     assert resumed_hist[-1]["loss"] == pytest.approx(full_hist[-1]["loss"], abs=1e-6)
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
@@ -47,7 +60,9 @@ def test_resume_continues_to_the_same_result(tmp_path):
 
 def test_loss_goes_down():
     train = synthetic_set(16)
-    _, hist = pretrain(tiny_config(epochs=4, batch_size=8, milestones=[100], knn_every=0), train, progress=False, device="cpu")
+    _, hist = pretrain(
+        tiny_config(epochs=4, batch_size=8, milestones=[100], knn_every=0), train, progress=False, device="cpu"
+    )
     assert hist[-1]["loss"] < hist[0]["loss"]
 
 
@@ -87,9 +102,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 def _ddp_rank(rank, port, run_dir, out_dir):
     import os
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
-    model, hist = pretrain(tiny_config(epochs=2, batch_size=8, knn_every=0), synthetic_set(16), run_dir=run_dir, progress=False, device="cpu")
+    model, hist = pretrain(
+        tiny_config(epochs=2, batch_size=8, knn_every=0),
+        synthetic_set(16),
+        run_dir=run_dir,
+        progress=False,
+        device="cpu",
+    )
     torch.save({"model": model.state_dict(), "history": hist}, f"{out_dir}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
     os._exit(0)  # gloo in torch 2.11 sometimes aborts at interpreter exit after the work is done
@@ -114,7 +137,7 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_embed_eval_patches_is_the_same_in_chunks():
-    from uclser_lib.train import embed_eval_patches
+    from uclser_lib.embed import embed_eval_patches
 
     fs = synthetic_set(9)
     fn = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(101 * 96, 4))

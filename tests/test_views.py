@@ -1,4 +1,4 @@
-"""Patch sampling on packed clips (SPEC section 4, sampling half of section 5)."""
+"""Patch sampling on packed clips (docs/method.md §4, sampling half of section 5)."""
 
 import numpy as np
 import pytest

@@ -12,12 +12,12 @@ import pytest
 import scipy.optimize
 import torch
 
-from tolerance import assert_close_ulps
-
 from uclser_lib import features, widgets
 from uclser_lib.augment import AugmentConfig
 from uclser_lib.data import FeatureSet, PackedClips
 from uclser_lib.runtime import PAPER_SEED
+
+from tolerance import assert_close_ulps
 
 ALL_OFF = {name: False for name, c in widgets.CONTROLS.items() if c.kind == "toggle"}
 
@@ -177,7 +177,16 @@ def test_render_views_bad_input(clips):
 def test_single_augmentations(clips):
     patch = clips[0][:101]
     out = widgets.single_augmentations(patch, {"time_reversal_p": 1.0}, seed=1)
-    assert list(out) == ["time_shift", "freq_shift", "random_crop", "time_reversal", "compander", "spec_augment", "gauss_noise", "blur"]
+    assert list(out) == [
+        "time_shift",
+        "freq_shift",
+        "random_crop",
+        "time_reversal",
+        "compander",
+        "spec_augment",
+        "gauss_noise",
+        "blur",
+    ]
     for name, x in out.items():
         assert x.shape == patch.shape and not np.allclose(x, patch), name
     np.testing.assert_array_equal(out["time_reversal"], patch[::-1])
@@ -242,7 +251,9 @@ def test_logmel_to_audio_inverts_the_features():
     again = features.LogMel()(torch.from_numpy(y)[None], torch.tensor([len(y)]))[0].numpy()[: len(logmel)]
     loud = logmel > logmel.max() - 3  # within 30 dB of the peak
     assert np.median(np.abs(again - logmel)[loud]) < 0.1
-    np.testing.assert_array_equal(widgets.logmel_to_audio(logmel, n_iter=2, seed=3), widgets.logmel_to_audio(logmel, n_iter=2, seed=3))
+    np.testing.assert_array_equal(
+        widgets.logmel_to_audio(logmel, n_iter=2, seed=3), widgets.logmel_to_audio(logmel, n_iter=2, seed=3)
+    )
 
 
 @pytest.mark.parametrize(
@@ -289,12 +300,15 @@ def test_panel_renders_redraws_and_reports_errors(clips):
     np.testing.assert_array_equal(panel.stages["final1"], expected["final1"])
     c["draw"].click()
     assert c["seed"].value == PAPER_SEED + 1
-    np.testing.assert_array_equal(panel.stages["final1"], widgets.render_views(clips[0], clips[1], None, PAPER_SEED + 1)["final1"])
+    np.testing.assert_array_equal(
+        panel.stages["final1"], widgets.render_views(clips[0], clips[1], None, PAPER_SEED + 1)["final1"]
+    )
     c["gauss_noise"].value = False
     assert "gauss_noise1" not in panel.stages
     c["background"].value = 2
     np.testing.assert_array_equal(
-        panel.stages["background1"], widgets.render_views(clips[0], clips[2], {"gauss_noise": False}, PAPER_SEED + 1)["background1"]
+        panel.stages["background1"],
+        widgets.render_views(clips[0], clips[2], {"gauss_noise": False}, PAPER_SEED + 1)["background1"],
     )
     before = panel.stages
     c["seed"].value = -1
@@ -304,7 +318,14 @@ def test_panel_renders_redraws_and_reports_errors(clips):
 
 def test_panel_offers_one_clean_clip_per_class(clips):
     packed = PackedClips.from_list(clips * 2, labels=[0, 1, 0, 1, 0, 1])
-    fs = FeatureSet(packed, [f"{i}.wav" for i in range(6)], np.array([0, 0, 1, 1, 1, 1], bool), np.zeros(6, bool), ["a", "b"], features.DEFAULT_PARAMS)
+    fs = FeatureSet(
+        packed,
+        [f"{i}.wav" for i in range(6)],
+        np.array([0, 0, 1, 1, 1, 1], bool),
+        np.zeros(6, bool),
+        ["a", "b"],
+        features.DEFAULT_PARAMS,
+    )
     panel = widgets.augmentation_panel(fs, audio=False)
     assert [v for _, v in panel.controls["clip"].options] == [2, 3]
     assert panel.controls["clip"].options[0][0] == "a: 2.wav"

@@ -22,4 +22,6 @@ ICASSP 2021):
 - ``plots``, ``widgets`` figures and the interactive augmentation panel
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

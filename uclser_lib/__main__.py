@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 from .runtime import describe_machine, pick_device, write_atomic
 
 
 def _dataset(values: dict, device):
     from .config import ConfigError
-    from .data import prepare
+    from .datasets import prepare
 
     data = values.pop("data", None) or {}
     unknown = sorted(set(data) - {"preset", "fsd_root"})
@@ -49,8 +48,14 @@ def pretrain_command(args, overrides: list[str]) -> int:
     course = _dataset(values, args.device)
     cfg = build(PretrainConfig, values)
     splits = course.splits(cfg.seed)
-    _, history = pretrain(cfg, splits["pretrain"], {"val": splits["val"], "test": splits["test"]}, run_dir=run_dir,
-                          resume=args.resume, device=args.device)  # fmt: skip
+    _, history = pretrain(
+        cfg,
+        splits["pretrain"],
+        {"val": splits["val"], "test": splits["test"]},
+        run_dir=run_dir,
+        resume=args.resume,
+        device=args.device,
+    )
     print(f"done: {len(history)} epochs, final loss {history[-1]['loss']:.4f}; checkpoint and metrics in {run_dir}")
     if args.export:
         entry = export_encoder(f"{run_dir}/checkpoint.pt", args.export, dataset=course.name)
@@ -67,9 +72,15 @@ def downstream_command(args, overrides: list[str]) -> int:
     from .pretrained import load_encoder
 
     values = merge(read_yaml(args.config), parse_overrides(overrides))
-    spec, task, out = values.pop("encoder", None), values.pop("task", "noisy"), Path(values.pop("out", f"runs/{args.command}.json"))
+    spec, task, out = (
+        values.pop("encoder", None),
+        values.pop("task", "noisy"),
+        Path(values.pop("out", f"runs/{args.command}.json")),
+    )
     if not isinstance(spec, str):
-        raise ConfigError(f"config.encoder: expected a pretrained name, a checkpoint path or random:<arch>, got {spec!r}")
+        raise ConfigError(
+            f"config.encoder: expected a pretrained name, a checkpoint path or random:<arch>, got {spec!r}"
+        )
     if task not in TASKS:
         raise ConfigError(f"config.task: expected one of {sorted(TASKS)}, got {task!r}")
     course = _dataset(values, args.device)
@@ -79,14 +90,23 @@ def downstream_command(args, overrides: list[str]) -> int:
     encoder, mean, std = load_encoder(spec, splits["pretrain"])
     run = linear_eval if linear else finetune
     res = run(encoder, mean, std, *task_splits(splits, task), cfg=cfg, device=args.device)
-    report = {"command": args.command, "encoder": spec, "task": task, "dataset": course.name, "config": cfg.to_dict(),
-              "best_epoch": res.best_epoch, "history": res.history,
-              "val": {k: res.val[k] for k in ("top1", "balanced", "top3")},
-              "test": {k: res.test[k] for k in ("top1", "balanced", "top3")},
-              "test_per_class": dict(zip(res.classes, map(float, res.test["per_class"])))}  # fmt: skip
+    report = {
+        "command": args.command,
+        "encoder": spec,
+        "task": task,
+        "dataset": course.name,
+        "config": cfg.to_dict(),
+        "best_epoch": res.best_epoch,
+        "history": res.history,
+        "val": {k: res.val[k] for k in ("top1", "balanced", "top3")},
+        "test": {k: res.test[k] for k in ("top1", "balanced", "top3")},
+        "test_per_class": dict(zip(res.classes, map(float, res.test["per_class"]))),
+    }
     write_atomic(out, json.dumps(report, indent=1, default=float))
-    print(f"{args.command} {spec} on the {task} task: best epoch {res.best_epoch}, val balanced {res.val['balanced']:.1f}%, "
-          f"test balanced {res.test['balanced']:.1f}% (top-1 {res.test['top1']:.1f}%); metrics in {out}")  # fmt: skip
+    print(
+        f"{args.command} {spec} on the {task} task: best epoch {res.best_epoch}, val balanced {res.val['balanced']:.1f}%, "
+        f"test balanced {res.test['balanced']:.1f}% (top-1 {res.test['top1']:.1f}%); metrics in {out}"
+    )
     return 0
 
 
@@ -96,16 +116,19 @@ def evaluate_command(args, argv: list[str]) -> int:
     from pathlib import Path
 
     from .config import ConfigError
-    from .data import prepare
+    from .datasets import prepare
     from .downstream import FinetuneConfig, LinearEvalConfig
-    from .experiments import compare_inits, label_efficiency, merge_results
+    from .experiments import compare_inits, label_efficiency
     from .pretrained import load_pretrained
+    from .results import merge_results
 
     def merge(update: dict) -> dict:
         try:
             return merge_results(json.loads(Path(args.merge_into).read_text()), update)
         except (OSError, ValueError, KeyError) as err:  # nothing is written: the earlier file stays as it was
-            raise ConfigError(f"--merge-into {args.merge_into}: cannot merge this run into it ({type(err).__name__}: {err})") from err
+            raise ConfigError(
+                f"--merge-into {args.merge_into}: cannot merge this run into it ({type(err).__name__}: {err})"
+            ) from err
 
     encoder, info = load_pretrained(args.encoder, device="cpu")
     preset = info["dataset"].removeprefix("course_") if info["dataset"].startswith("course_") else None
@@ -117,27 +140,54 @@ def evaluate_command(args, argv: list[str]) -> int:
     kw = dict(epochs=args.epochs, milestones=milestones, test_every_epoch=False)  # results only: no test curve needed
     linear_cfg, finetune_cfg = LinearEvalConfig(**kw), FinetuneConfig(**kw)
     stages = [tuple(s.split(":")) for s in args.stages]
-    results = compare_inits(encoder, info["mean"], info["std"], splits, args.seeds, stages, linear_cfg=linear_cfg,
-                            finetune_cfg=finetune_cfg, device=args.device, progress=True)  # fmt: skip
-    curve_args = dict(seeds=args.seeds, stage=args.curve_stage, linear_cfg=linear_cfg, finetune_cfg=finetune_cfg, device=args.device,
-                      progress=True)  # fmt: skip
+    results = compare_inits(
+        encoder,
+        info["mean"],
+        info["std"],
+        splits,
+        args.seeds,
+        stages,
+        linear_cfg=linear_cfg,
+        finetune_cfg=finetune_cfg,
+        device=args.device,
+        progress=True,
+    )
+    curve_args = dict(
+        seeds=args.seeds,
+        stage=args.curve_stage,
+        linear_cfg=linear_cfg,
+        finetune_cfg=finetune_cfg,
+        device=args.device,
+        progress=True,
+    )
     if args.label_efficiency:
         results["label_efficiency"] = label_efficiency(encoder, info["mean"], info["std"], splits, **curve_args)
     if args.label_noise:
         from .coursedata import read_truth
         from .experiments import label_noise
 
-        results["label_noise"] = label_noise(encoder, info["mean"], info["std"], splits, read_truth(course.root), args.label_noise, **curve_args)
-    run = dict(command=" ".join(["python -m uclser_lib", *argv]), date=time.strftime("%Y-%m-%d"),
-               machine=describe_machine(pick_device(args.device)), stages=args.stages, probe_epochs=finetune_cfg.probe_epochs)  # fmt: skip
+        results["label_noise"] = label_noise(
+            encoder, info["mean"], info["std"], splits, read_truth(course.root), args.label_noise, **curve_args
+        )
+    run = dict(
+        command=" ".join(["python -m uclser_lib", *argv]),
+        date=time.strftime("%Y-%m-%d"),
+        machine=describe_machine(pick_device(args.device)),
+        stages=args.stages,
+        probe_epochs=finetune_cfg.probe_epochs,
+    )
     results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds, runs=[run])
     if args.merge_into:
         results = merge(results)
     out = Path(args.out or args.merge_into or f"runs/results-{args.encoder}.json")
     write_atomic(out, json.dumps(results, indent=1))
-    for row in results["summary"] + [r for k in ("label_efficiency", "label_noise") if k in results for r in results[k]["summary"]]:
+    for row in results["summary"] + [
+        r for k in ("label_efficiency", "label_noise") if k in results for r in results[k]["summary"]
+    ]:
         point = "".join(f" {k} {row[k]}" for k in ("fraction", "wrong_rate") if row.get(k) is not None)
-        print(f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s}{point} test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})")
+        print(
+            f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s}{point} test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})"
+        )
     print(f"results in {out}")
     return 0
 
@@ -148,37 +198,84 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m uclser_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("extract", help="generate the course dataset if needed and extract its log-mel features")
-    ex.add_argument("--preset", choices=["tiny", "course"], default=None, help="course dataset preset (default: course, tiny in smoke mode)")
-    ex.add_argument("--fsd-root", default=None, help="use FSDnoisy18k on disk at this folder instead (or set UCLSER_FSD_ROOT)")
+    ex.add_argument(
+        "--preset",
+        choices=["tiny", "course"],
+        default=None,
+        help="course dataset preset (default: course, tiny in smoke mode)",
+    )
+    ex.add_argument(
+        "--fsd-root", default=None, help="use FSDnoisy18k on disk at this folder instead (or set UCLSER_FSD_ROOT)"
+    )
     ex.add_argument("--device", default=None, help="device for the STFT (default: CUDA when present)")
-    pt = sub.add_parser("pretrain", help="contrastive pre-training from a YAML config (extra --key value pairs override it)")
-    pt.add_argument("--config", default="pretrain.yaml", help="YAML file, or the name of a shipped config (default: pretrain.yaml)")
+    pt = sub.add_parser(
+        "pretrain", help="contrastive pre-training from a YAML config (extra --key value pairs override it)"
+    )
+    pt.add_argument(
+        "--config", default="pretrain.yaml", help="YAML file, or the name of a shipped config (default: pretrain.yaml)"
+    )
     pt.add_argument("--resume", action="store_true", help="continue the checkpoint in run_dir")
     pt.add_argument("--export", default=None, metavar="NAME", help="write the encoder to pretrained/NAME.pt when done")
     pt.add_argument("--device", default=None)
-    exp = sub.add_parser("export", help="write the encoder of a pre-training run to pretrained/ (fp16) with its manifest entry")
+    exp = sub.add_parser(
+        "export", help="write the encoder of a pre-training run to pretrained/ (fp16) with its manifest entry"
+    )
     exp.add_argument("--run-dir", required=True)
     exp.add_argument("--name", required=True)
-    exp.add_argument("--dataset", required=True, help="the dataset it was trained on, for the manifest (e.g. course_course)")
-    for name, default, what in (("linear-eval", "linear_eval.yaml", "linear evaluation of a frozen encoder"),
-                                ("finetune", "finetune.yaml", "fine-tuning of the whole network")):  # fmt: skip
+    exp.add_argument(
+        "--dataset", required=True, help="the dataset it was trained on, for the manifest (e.g. course_course)"
+    )
+    for name, default, what in (
+        ("linear-eval", "linear_eval.yaml", "linear evaluation of a frozen encoder"),
+        ("finetune", "finetune.yaml", "fine-tuning of the whole network"),
+    ):
         ds = sub.add_parser(name, help=f"{what} from a YAML config (extra --key value pairs override it)")
-        ds.add_argument("--config", default=default, help=f"YAML file, or the name of a shipped config (default: {default})")
+        ds.add_argument(
+            "--config", default=default, help=f"YAML file, or the name of a shipped config (default: {default})"
+        )
         ds.add_argument("--device", default=None)
-    ev = sub.add_parser("evaluate", help="linear evaluation + fine-tuning (noisy and clean tasks), pre-trained vs random init")
+    ev = sub.add_parser(
+        "evaluate", help="linear evaluation + fine-tuning (noisy and clean tasks), pre-trained vs random init"
+    )
     ev.add_argument("--encoder", required=True, help="a name in pretrained/manifest.json, e.g. course-resnet18")
     ev.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ev.add_argument("--epochs", type=int, default=200, help="epochs of every supervised stage (lr drops at 40%% and 80%%)")
-    ev.add_argument("--stages", nargs="*", default=[f"{s}:{t}" for s, t in STAGES], choices=[f"{s}:{t}" for s, t in STAGES],
-                    metavar="STAGE:TASK", help="pre-trained vs random comparisons to run (default: all three; none: only the curves)")
+    ev.add_argument(
+        "--epochs", type=int, default=200, help="epochs of every supervised stage (lr drops at 40%% and 80%%)"
+    )
+    ev.add_argument(
+        "--stages",
+        nargs="*",
+        default=[f"{s}:{t}" for s, t in STAGES],
+        choices=[f"{s}:{t}" for s, t in STAGES],
+        metavar="STAGE:TASK",
+        help="pre-trained vs random comparisons to run (default: all three; none: only the curves)",
+    )
     ev.add_argument("--label-efficiency", action="store_true", help="also train on 1-100%% of the clean labels")
-    ev.add_argument("--label-noise", type=float, nargs="*", default=None, metavar="RATE",
-                    help="also train on the noisy subset relabelled at these wrong-label rates (course dataset only)")
-    ev.add_argument("--curve-stage", choices=["finetune", "linear"], default="finetune",
-                    help="how the label-efficiency and label-noise curves train: fine-tuning, or linear evaluation (fast on a CPU)")
-    ev.add_argument("--out", default=None, help="JSON file for the results (default: --merge-into, else runs/results-<encoder>.json)")
-    ev.add_argument("--merge-into", default=None, metavar="JSON",
-                    help="put this run's rows into an earlier results file (same encoder, dataset, epochs), replacing the rows it reran")
+    ev.add_argument(
+        "--label-noise",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="RATE",
+        help="also train on the noisy subset relabelled at these wrong-label rates (course dataset only)",
+    )
+    ev.add_argument(
+        "--curve-stage",
+        choices=["finetune", "linear"],
+        default="finetune",
+        help="how the label-efficiency and label-noise curves train: fine-tuning, or linear evaluation (fast on a CPU)",
+    )
+    ev.add_argument(
+        "--out",
+        default=None,
+        help="JSON file for the results (default: --merge-into, else runs/results-<encoder>.json)",
+    )
+    ev.add_argument(
+        "--merge-into",
+        default=None,
+        metavar="JSON",
+        help="put this run's rows into an earlier results file (same encoder, dataset, epochs), replacing the rows it reran",
+    )
     ev.add_argument("--device", default=None)
     args, rest = parser.parse_known_args(argv)
 
@@ -188,10 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "extract":
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
-            from .data import prepare
+            from .datasets import prepare
 
             course = prepare(args.preset, fsd_root=args.fsd_root, device=args.device)
-            print(f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, features in {course.root}")
+            print(
+                f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, features in {course.root}"
+            )
             return 0
         if args.command == "export":
             if rest:
@@ -199,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             from .pretrained import export_encoder
 
             entry = export_encoder(f"{args.run_dir}/checkpoint.pt", args.name, dataset=args.dataset)
-            print(f"exported pretrained/{entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}...)")
+            print(
+                f"exported pretrained/{entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}...)"
+            )
             return 0
         if args.command == "evaluate":
             if rest:

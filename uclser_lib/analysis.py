@@ -3,7 +3,7 @@
 - Clip embeddings (mean of a clip's evaluation-patch embeddings), nearest clips by cosine similarity and
   retrieval precision;
 - 2-D maps of embeddings: PCA (exact SVD) and a small exact t-SNE (O(N^2) memory: a few thousand points);
-- the normalisation the authors' released encoders expect (SPEC section 12);
+- the normalisation the authors' released encoders expect (docs/released-code.md);
 - the GPU results of ``python -m uclser_lib evaluate`` in ``pretrained/results/``, paired as pre-trained vs
   random init, and a Markdown table for the notebooks.
 
@@ -12,56 +12,17 @@ Nothing here draws random numbers: the t-SNE starts from the PCA map.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import PackedClips
-from .features import DEFAULT_PARAMS
-from .runtime import REPO_ROOT, pick_device
-from .train import embed_eval_patches
-
-RESULTS_DIR = REPO_ROOT / "pretrained" / "results"
-
-#: Values (frames x 96 bands) of FSDnoisy18k's noisy train subset, over which the released code computed its
-#: normalisation: about 38.6 h (41.1 h of train minus the clean subset's 6 % of the duration, SPEC section 2)
-#: at 22,050 / 220 frames per second. An estimate from the published durations (the features are not here).
-FSD_NOISY_VALUES = 41.1 * (1 - 0.06) * 3600 * DEFAULT_PARAMS.sr / DEFAULT_PARAMS.hop_length * DEFAULT_PARAMS.n_mels
-
-
-def released_std(std: float, n_values: float = FSD_NOISY_VALUES) -> float:
-    """The std the released code divides by (SPEC 12): sqrt(sum of squared deviations) / N = ``std / sqrt(N)``.
-
-    ``std``: the correct standard deviation of the training features; ``n_values``: N, the number of values
-    they hold. Inputs normalised with it are ``sqrt(N)`` times larger than unit variance, which is what the
-    authors' published encoders were trained on and what their BatchNorm statistics expect.
-    """
-    if not (math.isfinite(std) and std > 0):
-        raise ValueError(f"std must be finite and > 0, got {std}")
-    if not (math.isfinite(n_values) and n_values >= 1):
-        raise ValueError(f"n_values (the number of feature values) must be finite and >= 1, got {n_values}")
-    return std / math.sqrt(n_values)
+__all__ = ["nearest_clips", "pca", "retrieval_precision", "tsne"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Clip embeddings and retrieval
-
-
-@torch.no_grad()
-def clip_embeddings(fn, packed: PackedClips, mean: float, std: float, device=None) -> torch.Tensor:
-    """Mean of ``fn``'s outputs over each clip's evaluation patches (hop 50): (N clips, D) float32 on the CPU.
-
-    ``fn``: (B, 1, 101, 96) -> (B, D), e.g. ``encoder.embed`` of an encoder in eval mode; patches are
-    normalised with ``mean`` / ``std``.
-    """
-    out, clip_index = embed_eval_patches(fn, packed, mean, std, pick_device(device))
-    out, clip_index = out.cpu(), clip_index.cpu()
-    sums = torch.zeros(len(packed), out.shape[1]).index_add_(0, clip_index, out)
-    return sums / torch.bincount(clip_index, minlength=len(packed))[:, None]
 
 
 def _check_embeddings(emb: torch.Tensor) -> torch.Tensor:
@@ -151,7 +112,9 @@ def _affinities(d2: torch.Tensor, perplexity: float, steps: int = 100) -> torch.
     return p / z[:, None]
 
 
-def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 1000, early_exaggeration: float = 12.0) -> torch.Tensor:
+def tsne(
+    x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 1000, early_exaggeration: float = 12.0
+) -> torch.Tensor:
     """A 2-D t-SNE map (N, 2) float64 of the rows of ``x`` (N, D): exact gradients, so N up to a few thousand.
 
     As van der Maaten's reference and scikit-learn's exact method: Gaussian affinities calibrated to
@@ -185,59 +148,3 @@ def tsne(x: torch.Tensor, perplexity: float = 30.0, n_iter: int = 1000, early_ex
         update = momentum * update - lr * gains * grad
         y = y + update
     return y - y.mean(0)
-
-
-# ---------------------------------------------------------------------------------------------
-# The GPU result files and tables
-
-
-def load_results(encoder: str, folder=None) -> dict:
-    """``<folder>/results-<encoder>.json`` (default ``pretrained/results/``), e.g. ``load_results("course-resnet18")``.
-
-    Keys: ``rows`` (one per init, stage, task and seed), ``summary`` (mean / std / n over seeds), ``encoder``,
-    ``dataset``, ``epochs``, ``seeds``.
-    """
-    path = Path(folder or RESULTS_DIR) / f"results-{encoder}.json"
-    if not path.is_file():
-        found = sorted(p.stem.removeprefix("results-") for p in path.parent.glob("results-*.json"))
-        raise FileNotFoundError(f"{path}: no results for encoder {encoder!r} (found: {found})")
-    results = json.loads(path.read_text())
-    missing = {"rows", "summary"} - set(results)
-    if missing:
-        raise ValueError(f"{path}: not a results file of `python -m uclser_lib evaluate` (missing {sorted(missing)})")
-    return results
-
-
-def paired_summary(summary: list[dict]) -> list[dict]:
-    """Pre-trained vs random init side by side, from :func:`~uclser_lib.experiments.summarise` rows.
-
-    One dict per (arch, stage, task, fraction) present with both inits: those keys plus ``pretrained`` /
-    ``pretrained_std``, ``random`` / ``random_std`` (test balanced accuracy %, mean and std over ``n`` seeds)
-    and ``gain`` = pretrained - random (points), in the order of first appearance.
-    """
-    keys = ("arch", "stage", "task", "fraction")
-    groups: dict[tuple, dict] = {}
-    for row in summary:
-        if row.get("init") not in ("pretrained", "random"):
-            raise ValueError(f"summary row {row} has init {row.get('init')!r}, expected 'pretrained' or 'random'")
-        groups.setdefault(tuple(row.get(k) for k in keys), {})[row["init"]] = row
-    out = []
-    for group, inits in groups.items():
-        if len(inits) == 2:
-            pre, rnd = inits["pretrained"], inits["random"]
-            out.append(dict(zip(keys, group), pretrained=pre["mean"], pretrained_std=pre["std"], random=rnd["mean"],
-                            random_std=rnd["std"], n=min(pre["n"], rnd["n"]), gain=pre["mean"] - rnd["mean"]))  # fmt: skip
-    return out
-
-
-def markdown_table(header: list[str], rows: list[list], digits: int = 1) -> str:
-    """A Markdown table; float cells are written with ``digits`` decimals (for ``IPython.display.Markdown``)."""
-    if any(len(r) != len(header) for r in rows):
-        raise ValueError(f"every row must have {len(header)} cells (the header's), got lengths {[len(r) for r in rows]}")
-
-    def cell(v):
-        return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)

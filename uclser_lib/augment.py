@@ -1,104 +1,52 @@
-"""Mix-back and every augmentation as batched tensor operations (SPEC sections 5 and 6).
+"""The augmentations of a patch as batched tensor operations (docs/method.md section 6), and their config.
 
 Each augmentation is a small ``nn.Module``: ``forward(x, generator=None)`` takes a batch (B, T, F) of
 log-mel patches (frames x bands; also (B, 1, T, F) or one (T, F) patch), draws its parameters
 independently per example from ``generator`` and applies them in a few tensor ops on ``x``'s device.
-``sample_params`` / ``apply_params`` expose the two halves, so a test can feed the same draws to the
-per-example reference (:mod:`uclser_lib.augment_reference`).
-
-:class:`ViewBuilder` turns a batch of clip indices into the two augmented views of SimCLR training,
-(B, 1, 101, 96) each, entirely on the device. :func:`augment_views` and :func:`apply_single` are the
-engine of the course's slider widgets.
+``sample_params`` / ``apply_params`` expose the two halves, so a test can feed the same draws to a
+per-example reference implementation. :class:`AugmentConfig` holds the whole view recipe (positives,
+mix-back, augmentations); :func:`build_augment` turns it into a :class:`Compose`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uclser_lib.data import PATCH_FRAMES, PackedClips
-from uclser_lib.views import (
-    POSITIVES,
-    check_lengths,
-    gather_patches,
-    normal,
-    other_clips,
-    randint_below,
-    random_starts,
-    uniform,
-)
+from .data import PATCH_FRAMES
+from .mixback import MIX_MODES
+from .sampling import normal, randint_below, uniform
 
-#: Log-mel bands of a patch (SPEC section 3).
+__all__ = [
+    "AUGMENTATIONS",
+    "AugmentConfig",
+    "BatchAugment",
+    "Compander",
+    "Compose",
+    "FreqShift",
+    "GaussianBlur",
+    "GaussianNoise",
+    "MASK_VALUES",
+    "Normalize",
+    "PATCH_BANDS",
+    "POSITIVES",
+    "RandomResizedCrop",
+    "SpecAugment",
+    "TimeReversal",
+    "TimeShift",
+    "build_augment",
+]
+
+#: Log-mel bands of a patch (docs/method.md section 3).
 PATCH_BANDS = 96
-#: Background choices of mix-back (SPEC section 5); "none" switches mix-back off.
-MIX_MODES = ("mix_out_clip", "mix_within_clip", "none")
-#: SpecAugment mask values (SPEC section 6); "min" is the released default.
+#: Ways to draw the second view of a clip (docs/method.md section 5).
+POSITIVES = ("within_clip", "same")
+#: SpecAugment mask values (docs/method.md section 6); "min" is the released default.
 MASK_VALUES = ("min", "zero", "mean", "max", "noise")
-#: Clips shorter than this many frames get no mix-back under "mix_within_clip" (SPEC section 5).
-MIX_WITHIN_MIN_FRAMES = 4 * PATCH_FRAMES
-#: Views a CPU :class:`ViewBuilder` builds at a time: slices whose intermediates stay in a core's cache.
-CPU_CHUNK_VIEWS = 64
-
-_LN10 = math.log(10.0)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Mix-back
-
-
-def mix_back(foreground: torch.Tensor, background: torch.Tensor, lam: torch.Tensor, validate: bool = True) -> torch.Tensor:
-    """Mix each log10 patch with a background carrying ``lam`` times its energy (SPEC section 5).
-
-    ``foreground``, ``background`` (B, T, F) log10 mel; ``lam`` (B,) in [0, 1]. Returns (B, T, F)
-    ``log10((1 - lam) * P + lam * E(P) / E(B) * B)`` with P = 10**p, B = 10**b and E the sum of all entries.
-    Computed in the natural-log domain (logsumexp / logaddexp), so nothing overflows and float32 keeps
-    about 1e-6 absolute accuracy. ``validate=False`` skips the range check of ``lam`` (a device sync).
-    """
-    if foreground.shape != background.shape or foreground.ndim != 3 or lam.shape != foreground.shape[:1]:
-        raise ValueError(
-            f"mix_back expects foreground and background (B, T, F) and lam (B,), got {tuple(foreground.shape)}, "
-            f"{tuple(background.shape)} and {tuple(lam.shape)}"
-        )
-    if validate and not bool(((lam >= 0) & (lam <= 1)).all()):
-        raise ValueError(f"mix_back lambdas must lie in [0, 1], got min {float(lam.min())} and max {float(lam.max())}")
-    p = foreground * _LN10
-    b = background * _LN10
-    lam = lam.to(p.dtype)[:, None, None]
-    log_ratio = torch.logsumexp(p.flatten(1), 1) - torch.logsumexp(b.flatten(1), 1)  # ln(E(P) / E(B))
-    fg = torch.log1p(-lam) + p
-    bg = torch.log(lam) + log_ratio[:, None, None] + b
-    return torch.logaddexp(fg, bg) / _LN10
-
-
-#: Largest |log10 value| for which mix-back may run on powers 10**x in float32: E(P) / E(B) stays below 1e30.
-POWER_DOMAIN_MAX_LOG10 = 15.0
-
-
-def mix_back_power(foreground: torch.Tensor, background: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """:func:`mix_back` on patches given as powers: ``foreground`` P = 10**p, ``background`` B = 10**b, (B, T, F).
-
-    Returns the (B, T, F) log10 mixture ``log10((1 - lam) * P + lam * E(P) / E(B) * B)``: two sums, one
-    multiply-add and one log10 per entry, no exponential. The caller keeps |p|, |b| <= ``POWER_DOMAIN_MAX_LOG10``
-    (then nothing overflows or vanishes in float32); :class:`ViewBuilder` does so, on powers computed once.
-    """
-    if foreground.shape != background.shape or foreground.ndim != 3 or lam.shape != foreground.shape[:1]:
-        raise ValueError(
-            f"mix_back_power expects foreground and background (B, T, F) and lam (B,), got {tuple(foreground.shape)}, "
-            f"{tuple(background.shape)} and {tuple(lam.shape)}"
-        )
-    lam = lam.to(foreground.dtype)
-    weight = lam * foreground.sum((1, 2)) / background.sum((1, 2))  # lambda E(P) / E(B)
-    mixed = foreground * (1 - lam)[:, None, None]
-    return mixed.addcmul_(background, weight[:, None, None]).log10_()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Augmentations
 
 
 def _on_batch(fn, x: torch.Tensor, who: str) -> torch.Tensor:
@@ -203,14 +151,16 @@ def _lerp_axis(x: torch.Tensor, start: torch.Tensor, size: torch.Tensor, dim: in
     if dim == 1:  # whole rows: copy them by flat row index
         rows = x.reshape(-1, x.shape[2])
         first = (torch.arange(len(x), device=x.device) * n)[:, None]
-        return torch.lerp(rows.index_select(0, (first + i0).view(-1)), rows.index_select(0, (first + i1).view(-1)), frac.view(-1, 1)).view(x.shape)
+        return torch.lerp(
+            rows.index_select(0, (first + i0).view(-1)), rows.index_select(0, (first + i1).view(-1)), frac.view(-1, 1)
+        ).view(x.shape)
     lo = torch.gather(x, 2, i0[:, None, :].expand_as(x))
     hi = torch.gather(x, 2, i1[:, None, :].expand_as(x))
     return torch.lerp(lo, hi, frac[:, None, :])
 
 
 class RandomResizedCrop(BatchAugment):
-    """Crop a random box per example and resize it back to the patch size, bilinear as PIL (SPEC section 6).
+    """Crop a random box per example and resize it back to the patch size, bilinear as PIL (docs/method.md §6).
 
     The patch is an image of width F (bands) and height T (frames). Up to ``attempts`` tries: area ~
     U(scale) x T x F, aspect w/h = exp(U(log ratio)), w, h rounded; the first box that fits is kept, with
@@ -243,7 +193,9 @@ class RandomResizedCrop(BatchAugment):
         B, H, W = x.shape
         dev = x.device
         area = H * W * uniform((B, self.attempts), generator, dev, *self.scale)
-        aspect = torch.exp(uniform((B, self.attempts), generator, dev, math.log(self.ratio[0]), math.log(self.ratio[1])))
+        aspect = torch.exp(
+            uniform((B, self.attempts), generator, dev, math.log(self.ratio[0]), math.log(self.ratio[1]))
+        )
         w = torch.round(torch.sqrt(area * aspect)).long().clamp_min(1)
         h = torch.round(torch.sqrt(area / aspect)).long().clamp_min(1)
         fits = (w <= W) & (h <= H)
@@ -327,7 +279,10 @@ class SpecAugment(BatchAugment):
     def sample_params(self, x, generator):
         B, T, Fb = x.shape
         params = {}
-        for axis, width, n_masks, size in [("freq", self.freq_width, self.n_freq_masks, Fb), ("time", self.time_width, self.n_time_masks, T)]:
+        for axis, width, n_masks, size in [
+            ("freq", self.freq_width, self.n_freq_masks, Fb),
+            ("time", self.time_width, self.n_time_masks, T),
+        ]:
             widths = randint_below(torch.full((n_masks, B), width, device=x.device), generator)
             params[f"{axis}_width"] = widths.T
             params[f"{axis}_start"] = randint_below(size - widths + 1, generator).T
@@ -370,7 +325,10 @@ class GaussianNoise(BatchAugment):
         self.max_std = float(max_std)
 
     def sample_params(self, x, generator):
-        return {"std": uniform((len(x),), generator, x.device, 0.0, self.max_std), "z": normal(x.shape, generator, x.device)}
+        return {
+            "std": uniform((len(x),), generator, x.device, 0.0, self.max_std),
+            "z": normal(x.shape, generator, x.device),
+        }
 
     def apply_params(self, x, params):
         return x + params["std"][:, None, None] * params["z"]
@@ -415,7 +373,7 @@ class GaussianBlur(BatchAugment):
 
 
 class Normalize(BatchAugment):
-    """(x - mean) / std with the training set's scalar mean and std (SPEC section 4)."""
+    """(x - mean) / std with the training set's scalar mean and std (docs/method.md §4)."""
 
     def __init__(self, mean: float, std: float):
         super().__init__()
@@ -438,7 +396,9 @@ class Compose(nn.Module):
         super().__init__()
         self.steps = nn.ModuleDict(steps)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, record: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, record: dict | None = None
+    ) -> torch.Tensor:
         """Augment ``x`` (B, T, F), (B, 1, T, F) or (T, F); returns the same shape (``record`` gets (B, T, F) stages)."""
 
         def run(x):
@@ -448,7 +408,9 @@ class Compose(nn.Module):
 
         return _on_batch(run, x, "Compose")
 
-    def sample_params(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    def sample_params(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, dict[str, torch.Tensor]]:
         """``{step name: its params}`` for a (B, T, F) batch shaped like ``x``; every tensor has leading dim B."""
         return {name: step.sample_params(x, generator) for name, step in self.steps.items()}
 
@@ -461,13 +423,9 @@ class Compose(nn.Module):
         return x
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Configuration
-
-
 @dataclass
 class AugmentConfig:
-    """The view recipe, one field group per step of SPEC sections 5-6; the defaults are the paper's config.
+    """The view recipe, one field group per step of docs/method.md §5-6; the defaults are the paper's config.
 
     Field names follow the released ``da`` / ``learn`` settings (see :meth:`from_released`).
     """
@@ -512,12 +470,12 @@ class AugmentConfig:
             step.check_shape(PATCH_FRAMES, PATCH_BANDS)
 
     @classmethod
-    def paper(cls) -> "AugmentConfig":
+    def paper(cls) -> AugmentConfig:
         """The paper's config: within-clip views, mix-back out of clip (alpha 0.05), crop, compander, noise, normalise."""
         return cls()
 
     @classmethod
-    def from_released(cls, da: dict, learn: dict) -> "AugmentConfig":
+    def from_released(cls, da: dict, learn: dict) -> AugmentConfig:
         """From the released YAML's ``da`` and ``learn`` sections (``params_unsupervised_cl.yaml``)."""
         return cls(
             positives=learn["CL_positives"],
@@ -548,7 +506,7 @@ class AugmentConfig:
 
 
 def build_augment(cfg: AugmentConfig, mean: float | None = None, std: float | None = None) -> Compose:
-    """The augmentation chain of ``cfg`` in SPEC order; ``mean`` / ``std`` are needed when ``cfg.normalise``."""
+    """The augmentation chain of ``cfg`` in the paper's order; ``mean`` / ``std`` are needed when ``cfg.normalise``."""
     steps: dict[str, BatchAugment] = {}
     if cfg.time_shift:
         steps["time_shift"] = TimeShift(cfg.time_shift_max)
@@ -579,145 +537,6 @@ def build_augment(cfg: AugmentConfig, mean: float | None = None, std: float | No
     return Compose(steps)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Views
-
-
-class ViewBuilder:
-    """The two augmented views of each clip of a batch, built on the packed clips' device (SPEC sections 4-6).
-
-    ``ViewBuilder(packed, cfg, mean, std)(clip_idx, generator)`` -> (view1, view2), each (B, 1, 101, F):
-    two patches per clip, their backgrounds, mix-back with one lambda per clip, then ``cfg``'s
-    augmentations drawn independently per view. ``mean``, ``std``: scalars of the training features.
-    Construction checks once that every clip has >= 101 frames and that all features are finite.
-    Under "mix_within_clip", clips shorter than 4 patches (404 frames) are not mixed (lambda = 0).
-    With mix-back on, it also keeps the clips as powers 10**x (one more copy of the features) and mixes
-    with :func:`mix_back_power`, unless some |x| exceeds ``POWER_DOMAIN_MAX_LOG10`` (then :func:`mix_back`).
-    """
-
-    def __init__(
-        self, packed: PackedClips, cfg: AugmentConfig, mean: float | None = None, std: float | None = None, chunk_views="auto"
-    ):
-        check_lengths(packed.lengths)
-        bad = torch.nonzero(~torch.isfinite(packed.data).all(1))
-        if len(bad):
-            row = int(bad[0, 0])
-            clip = int(torch.searchsorted(packed.offsets, torch.tensor(row, device=packed.offsets.device), right=True)) - 1
-            raise ValueError(f"features hold NaN or inf: clip {clip} (frame {row - int(packed.offsets[clip])}) and {len(bad) - 1} more frame(s)")
-        if chunk_views == "auto":
-            chunk_views = CPU_CHUNK_VIEWS if packed.data.device.type == "cpu" else None
-        if chunk_views is not None and not (isinstance(chunk_views, int) and chunk_views >= 1):
-            raise ValueError(f"ViewBuilder: chunk_views must be 'auto', None or an integer >= 1, got {chunk_views!r}")
-        self.packed, self.cfg, self.chunk_views = packed, cfg, chunk_views
-        self.augment = build_augment(cfg, mean, std)
-        # Mix-back on powers computed once (one log10 per entry instead of exp/log-sum-exp), when float32 allows.
-        self.power = None
-        if cfg.mix != "none" and float(packed.data.abs().max()) <= POWER_DOMAIN_MAX_LOG10:
-            self.power = replace(packed, data=torch.pow(10.0, packed.data))
-
-    @property
-    def device(self) -> torch.device:
-        return self.packed.data.device
-
-    def _draw(self, clip_idx: torch.Tensor, generator, background_clips) -> dict[str, torch.Tensor]:
-        """Where each of the 2B patches and backgrounds starts, and the (2B,) lambdas (view 1 rows, then view 2)."""
-        lengths = self.packed.lengths[clip_idx]
-        s1 = random_starts(lengths, generator, check=False)
-        s2 = s1 if self.cfg.positives == "same" else random_starts(lengths, generator, check=False)
-        both = torch.cat([clip_idx, clip_idx])
-        draws = {"clips": both, "starts": torch.cat([s1, s2])}
-        if self.cfg.mix == "none":
-            return draws
-        lam = uniform((len(clip_idx),), generator, self.device, 0.0, self.cfg.mix_alpha)
-        if self.cfg.mix == "mix_within_clip":
-            back = both
-            lam = torch.where(lengths >= MIX_WITHIN_MIN_FRAMES, lam, 0.0)
-        else:
-            if background_clips is None:
-                background_clips = other_clips(clip_idx, len(self.packed), generator)
-            back = background_clips.to(self.device).T.reshape(-1)
-        back_starts = random_starts(self.packed.lengths[back], generator, check=False)
-        return {**draws, "back_clips": back, "back_starts": back_starts, "lambda": torch.cat([lam, lam])}
-
-    def _apply(self, draws: dict, params: dict, rows: slice, power: PackedClips | None, record: dict | None) -> torch.Tensor:
-        """Views ``rows`` of the batch from their draws: gather, mix-back, augmentations."""
-        source = self.packed if power is None else power
-        x = gather_patches(source, draws["clips"][rows], draws["starts"][rows])
-        if record is not None:
-            record["view"] = x
-        if self.cfg.mix != "none":
-            background = gather_patches(source, draws["back_clips"][rows], draws["back_starts"][rows])
-            lam = draws["lambda"][rows]
-            x = mix_back(x, background, lam, validate=False) if power is None else mix_back_power(x, background, lam)
-            if record is not None:
-                record.update(background=background, mixed=x, **{"lambda": lam[: len(lam) // 2]})
-        params = {name: {k: v[rows] for k, v in p.items()} for name, p in params.items()}
-        return self.augment.apply_params(x, params, record)
-
-    def build(self, clip_idx: torch.Tensor, generator=None, background_clips=None, record: dict | None = None) -> torch.Tensor:
-        """Both views stacked, (2B, 101, F): rows :B view 1, rows B: view 2.
-
-        All draws are made first, for the whole batch, then applied ``chunk_views`` views at a time (on a
-        CPU, slices that stay in cache), so the result does not depend on the chunk size.
-        ``background_clips`` (B, 2) fixes the mix-back background clips (default: drawn, SPEC section 5);
-        ``record`` (a dict) receives every intermediate stage, each (2B, 101, F) (and "lambda", (B,)); a
-        recording build mixes in the log domain (:func:`mix_back`), so it shows the exact patches (the
-        fast power-domain path agrees to ~1e-5).
-        """
-        clip_idx = clip_idx.to(self.device)
-        draws = self._draw(clip_idx, generator, background_clips)
-        n = len(draws["clips"])
-        shape = torch.empty((n, PATCH_FRAMES, self.packed.data.shape[1]), device=self.device)  # shape and device only
-        params = self.augment.sample_params(shape, generator)
-        power = self.power if record is None else None  # recorded stages: the exact patches, log-domain mix-back
-        chunk = n if record is not None or self.chunk_views is None else self.chunk_views
-        views = [self._apply(draws, params, slice(k, k + chunk), power, record) for k in range(0, n, chunk)]
-        return views[0] if len(views) == 1 else torch.cat(views)
-
-    def __call__(self, clip_idx: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(view1, view2), each (B, 1, 101, F) float32 on the clips' device."""
-        x = self.build(clip_idx, generator)[:, None]
-        return x[: len(clip_idx)], x[len(clip_idx) :]
-
-
-class GraphedViews:
-    """A :class:`ViewBuilder` captured in a CUDA graph for one batch size: a batch of views is one graph replay.
-
-    Building views is ~60 small kernels whose launch cost (about 3 ms a batch on an H200, whatever the batch
-    size) rivals a training step; replaying a captured graph launches them all at once. ``generator`` (a
-    CUDA generator) is registered with the graph, so re-seeding it (``generator.manual_seed``) changes the
-    draws of later replays as it would in eager mode. The returned views live in the graph's static buffer:
-    use them before the next call. Same contract as ``ViewBuilder.__call__`` for batches of ``batch_size``.
-    """
-
-    def __init__(self, builder: ViewBuilder, batch_size: int, generator: torch.Generator, warmup: int = 3):
-        if builder.device.type != "cuda" or generator.device.type != "cuda":
-            raise ValueError("GraphedViews needs the packed clips and the generator on a CUDA device")
-        self.builder, self.batch_size = builder, batch_size
-        self.clip_idx = torch.zeros(batch_size, dtype=torch.int64, device=builder.device)
-        self.graph = torch.cuda.CUDAGraph()
-        self.graph.register_generator_state(generator)
-        side = torch.cuda.Stream(builder.device)
-        side.wait_stream(torch.cuda.current_stream(builder.device))
-        with torch.cuda.stream(side):  # warm-up outside the graph (allocations, lazy inits)
-            for _ in range(warmup):
-                builder.build(self.clip_idx, generator)
-        torch.cuda.current_stream(builder.device).wait_stream(side)
-        with torch.cuda.graph(self.graph):
-            self.out = builder.build(self.clip_idx, generator)[:, None]
-
-    def __call__(self, clip_idx: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(view1, view2), each (B, 1, 101, F); ``generator`` must be the one given at capture (or None)."""
-        if len(clip_idx) != self.batch_size:
-            raise ValueError(f"GraphedViews was captured for batches of {self.batch_size} clips, got {len(clip_idx)}")
-        self.clip_idx.copy_(clip_idx)
-        self.graph.replay()
-        return self.out[: self.batch_size], self.out[self.batch_size :]
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Widget engine
-
 #: Augmentations shown one at a time by :func:`apply_single`, by name.
 AUGMENTATIONS: dict[str, type[BatchAugment]] = {
     "time_shift": TimeShift,
@@ -730,62 +549,3 @@ AUGMENTATIONS: dict[str, type[BatchAugment]] = {
     "blur": GaussianBlur,
     "normalise": Normalize,
 }
-
-
-def augment_views(clip_a: np.ndarray, clip_b: np.ndarray, cfg: AugmentConfig, seed: int, mean=None, std=None) -> dict[str, np.ndarray]:
-    """Every stage of the two views of ``clip_a`` (T_a, F), mixed with backgrounds from ``clip_b`` (T_b, F).
-
-    Both backgrounds come from ``clip_b`` (random starts); under "mix_within_clip" from ``clip_a``.
-    ``mean`` / ``std`` for the normalisation default to those of the two clips together.
-    Returns (101, F) arrays ``view1``, ``view2``, ``background1``, ``background2``, ``mixed1``, ``mixed2``,
-    ``<step>1``, ``<step>2`` for each augmentation of ``cfg`` (e.g. ``random_crop1``), ``final1``, ``final2``,
-    and ``lambda`` (a 0-d array).
-    """
-    clips = [np.asarray(clip_a, dtype=np.float32), np.asarray(clip_b, dtype=np.float32)]
-    if mean is None or std is None:
-        both = np.concatenate(clips)
-        mean, std = float(both.mean()), float(both.std())
-    builder = ViewBuilder(PackedClips.from_list(clips), cfg, mean, std)
-    record: dict[str, torch.Tensor] = {}
-    final = builder.build(torch.tensor([0]), torch.Generator().manual_seed(seed), torch.tensor([[1, 1]]), record)
-    out = {"lambda": record.pop("lambda")[0].numpy()} if "lambda" in record else {}
-    for name, x in [*record.items(), ("final", final)]:
-        out[f"{name}1"], out[f"{name}2"] = x[0].numpy(), x[1].numpy()
-    return out
-
-
-def apply_single(name: str, patch: np.ndarray, params: dict | None = None, seed: int = 0) -> np.ndarray:
-    """One augmentation alone: ``AUGMENTATIONS[name](**params)`` on ``patch`` (T, F), drawn with ``seed``."""
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}; expected one of {sorted(AUGMENTATIONS)}")
-    try:
-        step = AUGMENTATIONS[name](**(params or {}))
-    except TypeError as e:
-        raise ValueError(f"bad parameters {params!r} for augmentation {name!r}: {e}") from None
-    x = torch.as_tensor(np.asarray(patch, dtype=np.float32))
-    return step(x, torch.Generator().manual_seed(seed)).numpy()
-
-
-__all__ = [
-    "AUGMENTATIONS",
-    "AugmentConfig",
-    "BatchAugment",
-    "Compander",
-    "Compose",
-    "FreqShift",
-    "GaussianBlur",
-    "GaussianNoise",
-    "MASK_VALUES",
-    "MIX_MODES",
-    "Normalize",
-    "RandomResizedCrop",
-    "SpecAugment",
-    "TimeReversal",
-    "TimeShift",
-    "ViewBuilder",
-    "apply_single",
-    "augment_views",
-    "build_augment",
-    "mix_back",
-    "mix_back_power",
-]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+__all__ = ["CONFIG_DIR", "ConfigError", "build", "merge", "parse_overrides", "read_yaml"]
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -23,7 +25,9 @@ def read_yaml(path) -> dict:
         if shipped.is_file():  # "pretrain.yaml" names a shipped config
             path = shipped
         else:
-            raise ConfigError(f"{path}: no such config file (shipped configs: {sorted(p.name for p in CONFIG_DIR.glob('*.yaml'))})")
+            raise ConfigError(
+                f"{path}: no such config file (shipped configs: {sorted(p.name for p in CONFIG_DIR.glob('*.yaml'))})"
+            )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

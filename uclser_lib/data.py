@@ -19,9 +19,31 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .features import DEFAULT_PARAMS, AudioError, LogMelParams, extract_many
-from .runtime import PAPER_SEED, data_root, smoke_mode
+from .runtime import PAPER_SEED
 
-#: Frames per patch (about 1 s), SPEC section 4.
+__all__ = [
+    "AUDIO_DIRS",
+    "CLASSES",
+    "EVAL_HOP",
+    "FORMAT_VERSION",
+    "META_DIR",
+    "PATCH_FRAMES",
+    "TEST_COLUMNS",
+    "TRAIN_COLUMNS",
+    "ClipMeta",
+    "DatasetMeta",
+    "FeatureFileError",
+    "FeatureSet",
+    "PackedClips",
+    "audio_durations",
+    "extract_split",
+    "feature_stats",
+    "load_features",
+    "paper_splits",
+    "read_meta",
+]
+
+#: Frames per patch (about 1 s), docs/method.md §4.
 PATCH_FRAMES = 101
 #: Hop between evaluation patches, in frames.
 EVAL_HOP = 50
@@ -49,10 +71,12 @@ class PackedClips:
         if len(self.labels) == 0:
             raise ValueError("PackedClips holds no clip: the split is empty")
         if int(self.offsets[-1]) != self.data.shape[0]:
-            raise ValueError(f"PackedClips.offsets[-1] = {int(self.offsets[-1])} but data has {self.data.shape[0]} frames")
+            raise ValueError(
+                f"PackedClips.offsets[-1] = {int(self.offsets[-1])} but data has {self.data.shape[0]} frames"
+            )
 
     @classmethod
-    def from_list(cls, clips: list[np.ndarray], labels=None) -> "PackedClips":
+    def from_list(cls, clips: list[np.ndarray], labels=None) -> PackedClips:
         """Pack a list of (T_i, F) arrays; ``labels`` (N,) or None."""
         if len(clips) == 0:
             raise ValueError("PackedClips.from_list got no clip: the split is empty")
@@ -60,7 +84,11 @@ class PackedClips:
         offsets = torch.zeros(len(clips) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(lengths, 0)
         data = torch.from_numpy(np.concatenate([np.asarray(c, dtype=np.float32) for c in clips]))
-        lab = torch.full((len(clips),), -1, dtype=torch.int64) if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+        lab = (
+            torch.full((len(clips),), -1, dtype=torch.int64)
+            if labels is None
+            else torch.as_tensor(labels, dtype=torch.int64)
+        )
         return cls(data, offsets, lab)
 
     def __len__(self) -> int:
@@ -75,21 +103,38 @@ class PackedClips:
         """Clip ``i`` as a (T_i, F) view."""
         return self.data[self.offsets[i] : self.offsets[i + 1]]
 
-    def to(self, device) -> "PackedClips":
+    def to(self, device) -> PackedClips:
         return PackedClips(self.data.to(device), self.offsets.to(device), self.labels.to(device))
 
 
 # ---------------------------------------------------------------------------------------------
-# FSDnoisy18k layout and metadata (SPEC section 2)
+# FSDnoisy18k layout and metadata (docs/method.md §2)
 
 #: The 20 classes of FSDnoisy18k; class index = position in this sorted list.
 CLASSES = sorted(
     [
-        "Acoustic_guitar", "Bass_guitar", "Clapping", "Coin_(dropping)", "Crash_cymbal",
-        "Dishes_and_pots_and_pans", "Engine", "Fart", "Fire", "Fireworks", "Glass", "Hi-hat", "Piano",
-        "Rain", "Slam", "Squeak", "Tearing", "Walk_or_footsteps", "Wind", "Writing",
+        "Acoustic_guitar",
+        "Bass_guitar",
+        "Clapping",
+        "Coin_(dropping)",
+        "Crash_cymbal",
+        "Dishes_and_pots_and_pans",
+        "Engine",
+        "Fart",
+        "Fire",
+        "Fireworks",
+        "Glass",
+        "Hi-hat",
+        "Piano",
+        "Rain",
+        "Slam",
+        "Squeak",
+        "Tearing",
+        "Walk_or_footsteps",
+        "Wind",
+        "Writing",
     ]
-)  # fmt: skip
+)
 TRAIN_COLUMNS = ("fname", "label", "aso_id", "manually_verified", "noisy_small")
 TEST_COLUMNS = ("fname", "label", "aso_id")
 AUDIO_DIRS = {"train": "FSDnoisy18k.audio_train", "test": "FSDnoisy18k.audio_test"}
@@ -133,7 +178,9 @@ def audio_durations(meta: DatasetMeta, split: str) -> np.ndarray:
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: metadata file not found (expected FSDnoisy18k's layout: {META_DIR}/{path.name})")
+        raise FileNotFoundError(
+            f"{path}: metadata file not found (expected FSDnoisy18k's layout: {META_DIR}/{path.name})"
+        )
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -168,10 +215,14 @@ def read_meta(root, check_files: bool = True) -> DatasetMeta:
     train_rows = _read_csv(meta / "train.csv", TRAIN_COLUMNS)
     test_rows = _read_csv(meta / "test.csv", TEST_COLUMNS)
     train = [
-        ClipMeta(r["fname"], r["label"], _flag(meta / "train.csv", r, "manually_verified"),
-                 _flag(meta / "train.csv", r, "noisy_small"))
+        ClipMeta(
+            r["fname"],
+            r["label"],
+            _flag(meta / "train.csv", r, "manually_verified"),
+            _flag(meta / "train.csv", r, "noisy_small"),
+        )
         for r in train_rows
-    ]  # fmt: skip
+    ]
     test = [ClipMeta(r["fname"], r["label"], True) for r in test_rows]
     classes = sorted({c.label for c in train})
     unknown = sorted({c.label for c in test} - set(classes))
@@ -215,14 +266,16 @@ class FeatureSet:
         """(N,) int64 class indices into ``classes``."""
         return self.clips.labels.numpy()
 
-    def with_labels(self, labels) -> "FeatureSet":
+    def with_labels(self, labels) -> FeatureSet:
         """The same clips with other labels (N,) (class indices into ``classes``); the features are shared, not copied."""
         labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
         if labels.shape != (len(self),) or int(labels.min()) < 0 or int(labels.max()) >= len(self.classes):
-            raise ValueError(f"with_labels: expected {len(self)} class indices in [0, {len(self.classes)}), got shape {tuple(labels.shape)}")
+            raise ValueError(
+                f"with_labels: expected {len(self)} class indices in [0, {len(self.classes)}), got shape {tuple(labels.shape)}"
+            )
         return dataclasses.replace(self, clips=PackedClips(self.clips.data, self.clips.offsets, labels))
 
-    def subset(self, index) -> "FeatureSet":
+    def subset(self, index) -> FeatureSet:
         """The clips at ``index`` (a boolean mask or integer indices), in that order."""
         index = np.asarray(index)
         if index.dtype == bool:
@@ -230,8 +283,20 @@ class FeatureSet:
         if len(index) == 0:
             raise ValueError("FeatureSet.subset selects no clip: the split is empty after filtering")
         packed = PackedClips.from_list([self.clips.clip(int(i)).numpy() for i in index], self.labels[index])
-        return FeatureSet(packed, [self.fnames[i] for i in index], self.clean[index], self.noisy_small[index],
-                          self.classes, self.params)  # fmt: skip
+        return FeatureSet(
+            packed,
+            [self.fnames[i] for i in index],
+            self.clean[index],
+            self.noisy_small[index],
+            self.classes,
+            self.params,
+        )
+
+
+def feature_stats(packed) -> tuple[float, float]:
+    """Mean and standard deviation over every value of the training features (the correct std, not docs/released-code.md's)."""
+    x = packed.data.double()
+    return float(x.mean()), float(x.std(unbiased=False))
 
 
 class FeatureFileError(ValueError):
@@ -302,8 +367,13 @@ def _open_partial(part: Path, clips: list[ClipMeta], identity: dict) -> h5py.Fil
     f.attrs["job"] = json.dumps(identity)
     f.attrs["n_done"] = 0
     f.attrs["skipped"] = "[]"
-    f.create_dataset("features", shape=(0, identity["params"]["n_mels"]), maxshape=(None, identity["params"]["n_mels"]),
-                     dtype="float32", chunks=(512, identity["params"]["n_mels"]))  # fmt: skip
+    f.create_dataset(
+        "features",
+        shape=(0, identity["params"]["n_mels"]),
+        maxshape=(None, identity["params"]["n_mels"]),
+        dtype="float32",
+        chunks=(512, identity["params"]["n_mels"]),
+    )
     f.create_dataset("lengths", shape=(len(clips),), dtype="int64", fillvalue=-1)
     return f
 
@@ -339,7 +409,9 @@ def extract_split(
                 same = json.loads(f.attrs.get("job", "{}")) == identity
             if same:
                 return out_path
-            raise FeatureFileError(f"{out_path}: exists but holds another extraction (other parameters or clips); delete it to re-extract")
+            raise FeatureFileError(
+                f"{out_path}: exists but holds another extraction (other parameters or clips); delete it to re-extract"
+            )
         with _open_partial(part, clips, identity) as f:
             done = int(f.attrs["n_done"])
             skipped = json.loads(f.attrs["skipped"])
@@ -374,9 +446,17 @@ def extract_split(
             f.create_dataset("label", data=np.array([meta.classes.index(clips[i].label) for i in keep], dtype=np.int64))
             f.create_dataset("clean", data=np.array([clips[i].clean for i in keep]))
             f.create_dataset("noisy_small", data=np.array([clips[i].noisy_small for i in keep]))
-            f.attrs.update({"format": "uclser-logmel", "format_version": FORMAT_VERSION, "split": split,
-                            "params": json.dumps(params.to_dict()), "classes": json.dumps(meta.classes),
-                            "source": str(meta.root), "uclser_version": __version__})  # fmt: skip
+            f.attrs.update(
+                {
+                    "format": "uclser-logmel",
+                    "format_version": FORMAT_VERSION,
+                    "split": split,
+                    "params": json.dumps(params.to_dict()),
+                    "classes": json.dumps(meta.classes),
+                    "source": str(meta.root),
+                    "uclser_version": __version__,
+                }
+            )
         os.replace(part, out_path)
     if skipped:
         warnings.warn(f"{out_path}: skipped {len(skipped)} unreadable file(s):\n  " + "\n  ".join(skipped))
@@ -401,17 +481,19 @@ def _flush(f, feats, lengths, pending: list, pending_len: list, n_done: int, ski
 
 
 # ---------------------------------------------------------------------------------------------
-# Splits (SPEC section 2) and the one call that gets a notebook its data
+# Splits (docs/method.md §2) and the one call that gets a notebook its data
 
 
-def paper_splits(train: FeatureSet, test: FeatureSet, seed: int = PAPER_SEED, clean_val_fraction: float = 0.15) -> dict[str, FeatureSet]:
-    """The splits of SPEC section 2 as feature sets.
+def paper_splits(
+    train: FeatureSet, test: FeatureSet, seed: int = PAPER_SEED, clean_val_fraction: float = 0.15
+) -> dict[str, FeatureSet]:
+    """The splits of docs/method.md §2 as feature sets.
 
     ``pretrain``: the noisy train subset (its labels are not used by pre-training; they are the noisy-label
     task's training labels); ``val``: the clean train subset (model selection); ``test``; and the clean
     downstream task's ``clean_train`` / ``clean_val``: a seeded permutation of the clean clips, split
     85/15 within each class so that every class with two or more clips has a validation clip. Unlike the
-    released code, ``clean_val`` holds no clip of ``clean_train`` (SPEC section 12).
+    released code, ``clean_val`` holds no clip of ``clean_train`` (docs/released-code.md).
     """
     if not 0 < clean_val_fraction < 1:
         raise ValueError(f"clean_val_fraction must be in (0, 1), got {clean_val_fraction}")
@@ -433,44 +515,3 @@ def paper_splits(train: FeatureSet, test: FeatureSet, seed: int = PAPER_SEED, cl
         "clean_train": train.subset(train.clean & ~in_val),
         "clean_val": train.subset(in_val),
     }
-
-
-@dataclass
-class Course:
-    """A dataset in FSDnoisy18k's layout with its extracted features: what every notebook starts from."""
-
-    root: Path
-    meta: DatasetMeta
-    train: FeatureSet
-    test: FeatureSet
-    name: str
-
-    def splits(self, seed: int = PAPER_SEED) -> dict[str, FeatureSet]:
-        return paper_splits(self.train, self.test, seed)
-
-
-def prepare(preset: str | None = None, fsd_root=None, features_dir=None, device=None, progress: bool = True) -> Course:
-    """Make sure a dataset and its features exist, and load them.
-
-    With ``fsd_root`` (or the ``UCLSER_FSD_ROOT`` environment variable) the real FSDnoisy18k on disk is
-    used; otherwise the embedded course dataset ``preset`` (``"tiny"`` in smoke mode, else ``"course"``)
-    is generated under :func:`~uclser_lib.runtime.data_root` if missing. Features go to ``features_dir``
-    (default ``<data root>/<name>/features``). Every step resumes where an interrupted one stopped.
-    """
-    fsd_root = fsd_root or os.environ.get("UCLSER_FSD_ROOT")
-    if fsd_root:
-        root, name = Path(fsd_root).expanduser(), "fsdnoisy18k"
-        features_dir = Path(features_dir or data_root() / name / "features")
-    else:
-        from .coursedata import generate
-
-        preset = preset or ("tiny" if smoke_mode() else "course")
-        name = f"course_{preset}"
-        root = generate(data_root() / name, preset=preset, progress=progress)
-        features_dir = Path(features_dir or root / "features")
-    meta = read_meta(root)
-    sets = {
-        split: load_features(extract_split(meta, split, features_dir / f"{split}.h5", device=device, progress=progress))
-        for split in ("train", "test")
-    }
-    return Course(root, meta, sets["train"], sets["test"], name)

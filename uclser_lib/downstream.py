@@ -1,4 +1,4 @@
-"""Linear evaluation and end-to-end fine-tuning on the downstream tasks (SPEC sections 2, 9, 10).
+"""Linear evaluation and end-to-end fine-tuning on the downstream tasks (docs/method.md §2 and §9, 10).
 
 Both stages train with cross-entropy on one patch per clip per epoch (no augmentation), SGD with a
 multistep schedule, score val and test every epoch at clip level (mean softmax over a clip's evaluation
@@ -6,20 +6,20 @@ patches) and keep the epoch with the best validation balanced accuracy; the test
 those of that epoch.
 
 - :func:`linear_eval`: the encoder is frozen IN EVAL MODE (the released code left BatchNorm in train
-  mode, SPEC section 12) and only a linear layer is trained. Since nothing changes the embeddings, every
+  mode, docs/released-code.md) and only a linear layer is trained. Since nothing changes the embeddings, every
   evaluation patch (starts 0, 50, 100, ...) of every clip is embedded once; each epoch then draws one of
   a clip's cached patches, so the whole evaluation costs one pass of the encoder plus seconds. (The
-  training patch start is thus drawn on the 50-frame evaluation grid rather than uniformly, SPEC 4.)
+  training patch start is thus drawn on the 50-frame evaluation grid rather than uniformly, docs/method.md §4.)
 - :func:`finetune`: a copy of the encoder with a fresh classifier is trained end to end on one random
-  patch per clip per epoch (SPEC section 4's start law); bf16 autocast and channels_last on CUDA. The
+  patch per clip per epoch (docs/method.md §4's start law); bf16 autocast and channels_last on CUDA. The
   fresh classifier is first fitted on the frozen encoder (a linear evaluation, ``probe_epochs``), then the
   whole network is fine-tuned from it ("LP-FT"). Without that probe, the classifier on the CRNN's small
   64-d embedding (mean squared norm about 8, against 275-500 for the VGG-like and the ResNet-18) barely
   moves at lr 0.01 in the few steps of the clean task (152 clips = 2 steps per epoch): the pre-trained
   CRNN underfits and ends below training from scratch. With the probe it ends 23 points above; the
-  ResNet-18 and the VGG-like lose 4-8 points to it there (README, results). ``probe_epochs=0``: SPEC 9.
+  ResNet-18 and the VGG-like lose 4-8 points to it there (README, results). ``probe_epochs=0``: docs/method.md §9.
 
-Tasks (SPEC section 2): :func:`task_splits` picks (train, val, test) among :func:`~uclser_lib.data.paper_splits`.
+Tasks (docs/method.md §2): :func:`task_splits` picks (train, val, test) among :func:`~uclser_lib.data.paper_splits`.
 """
 
 from __future__ import annotations
@@ -38,15 +38,31 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import EVAL_HOP, FeatureSet
-from .evaluate import clip_metrics, clip_predictions
+from .embed import embed_eval_patches
+from .metrics import clip_metrics, clip_predictions
 from .models import Encoder
 from .runtime import PAPER_SEED, pick_device
-from .train import TrainingDiverged, embed_eval_patches
-from .views import check_lengths, epoch_batches, eval_patches, gather_patches, randint_below, random_patches
+from .sampling import randint_below
+from .train import TrainingDiverged
+from .views import check_lengths, epoch_batches, eval_patches, gather_patches, random_patches
+
+__all__ = [
+    "TASKS",
+    "DownstreamResult",
+    "FinetuneConfig",
+    "LinearEvalConfig",
+    "LinearProbe",
+    "SupervisedConfig",
+    "finetune",
+    "linear_eval",
+    "run_seeds",
+    "score_model",
+    "subsample_per_class",
+    "task_splits",
+]
 
 #: The downstream tasks: split names of :func:`~uclser_lib.data.paper_splits` as (train, val, test).
 TASKS = {"noisy": ("pretrain", "val", "test"), "clean": ("clean_train", "clean_val", "test")}
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,7 +71,7 @@ TASKS = {"noisy": ("pretrain", "val", "test"), "clean": ("clean_train", "clean_v
 
 @dataclass
 class SupervisedConfig:
-    """Settings shared by linear evaluation and fine-tuning (SPEC section 9). Epochs and milestones count from 1."""
+    """Settings shared by linear evaluation and fine-tuning (docs/method.md §9). Epochs and milestones count from 1."""
 
     epochs: int = 200
     batch_size: int = 128
@@ -98,7 +114,7 @@ class FinetuneConfig(SupervisedConfig):
 
     ``probe_epochs``: before fine-tuning, the fresh classifier is trained for that many epochs on the frozen
     encoder by :func:`linear_eval` (linear evaluation's lr 0.1, lr x0.1 at 40 % and 80 % of them, the epoch
-    of best validation accuracy kept); 0 starts fine-tuning from the fresh classifier (SPEC section 9), with
+    of best validation accuracy kept); 0 starts fine-tuning from the fresh classifier (docs/method.md §9), with
     which a pre-trained CRNN fine-tuned on the course's 152 clean clips underfits (README, results).
     """
 
@@ -110,7 +126,9 @@ class FinetuneConfig(SupervisedConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.probe_epochs < 0:
-            raise ValueError(f"probe_epochs must be >= 0 (0: no linear probe before fine-tuning), got {self.probe_epochs}")
+            raise ValueError(
+                f"probe_epochs must be >= 0 (0: no linear probe before fine-tuning), got {self.probe_epochs}"
+            )
 
 
 @dataclass
@@ -119,7 +137,7 @@ class DownstreamResult:
 
     ``model`` maps patches (B, 1, 101, 96) to logits (B, C) with the weights of ``best_epoch`` (1-based), in
     eval mode: a :class:`LinearProbe` for linear evaluation, the fine-tuned encoder for fine-tuning.
-    ``val`` / ``test``: :func:`~uclser_lib.evaluate.clip_metrics` at that epoch (``top1``, ``balanced``,
+    ``val`` / ``test``: :func:`~uclser_lib.metrics.clip_metrics` at that epoch (``top1``, ``balanced``,
     ``top3`` in %, ``per_class``, ``confusion``). ``history``: one dict per epoch (``epoch``, ``loss``
     (mean cross-entropy over the epoch's clips), ``lr``, ``val_top1``, ``val_balanced``, ``test_top1``,
     ``test_balanced``, ``seconds``).
@@ -163,7 +181,7 @@ class LinearProbe(Encoder):
     def classifier(self) -> nn.Linear:
         return self.head
 
-    def train(self, mode: bool = True) -> "LinearProbe":
+    def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)
         self.encoder.eval()
         return self
@@ -231,11 +249,15 @@ def _check_sets(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> int:
         if len(fs) == 0:
             raise ValueError(f"the {name} split is empty (no clip left after filtering)")
         if list(fs.classes) != classes:
-            raise ValueError(f"the {name} split has classes {fs.classes} but train has {classes}: the splits must share one class list")
+            raise ValueError(
+                f"the {name} split has classes {fs.classes} but train has {classes}: the splits must share one class list"
+            )
         bad = np.flatnonzero((fs.labels < 0) | (fs.labels >= n))
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"the {name} split: clip {fs.fnames[i]!r} has label {int(fs.labels[i])}, expected 0..{n - 1} ({len(bad)} such clips)")
+            raise ValueError(
+                f"the {name} split: clip {fs.fnames[i]!r} has label {int(fs.labels[i])}, expected 0..{n - 1} ({len(bad)} such clips)"
+            )
     for name in ("train", "val"):
         missing = sorted(set(range(n)) - set(sets[name].labels.tolist()))
         if missing:
@@ -262,15 +284,15 @@ def _fresh_linear(in_dim: int, out_dim: int, generator: torch.Generator) -> nn.L
 
 
 def _score(logits: torch.Tensor, clip_index: torch.Tensor, labels) -> dict:
-    """Clip metrics from patch logits (P, C): softmax per patch, mean per clip (SPEC section 10)."""
+    """Clip metrics from patch logits (P, C): softmax per patch, mean per clip (docs/method.md §10)."""
     clips, probs, _ = clip_predictions(torch.softmax(logits.float(), dim=1), clip_index)
     return clip_metrics(probs, torch.as_tensor(labels)[clips.cpu()])
 
 
-def evaluate(model: nn.Module, fs: FeatureSet, mean: float, std: float, device=None) -> dict:
+def score_model(model: nn.Module, fs: FeatureSet, mean: float, std: float, device=None) -> dict:
     """Clip-level metrics of ``model`` (patches (B, 1, 101, 96) -> logits) on ``fs``, run in eval mode.
 
-    ``device`` defaults to the model's. Returns :func:`~uclser_lib.evaluate.clip_metrics`' dict.
+    ``device`` defaults to the model's. Returns :func:`~uclser_lib.metrics.clip_metrics`' dict.
     """
     _check_stats(mean, std)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -280,8 +302,18 @@ def evaluate(model: nn.Module, fs: FeatureSet, mean: float, std: float, device=N
     return _score(logits, clip_index, fs.labels)
 
 
-def _fit(module: nn.Module, batch_input, labels: torch.Tensor, score, cfg: SupervisedConfig, generator, device,
-         autocast, progress: bool, desc: str):  # fmt: skip
+def _fit(
+    module: nn.Module,
+    batch_input,
+    labels: torch.Tensor,
+    score,
+    cfg: SupervisedConfig,
+    generator,
+    device,
+    autocast,
+    progress: bool,
+    desc: str,
+):
     """Train every parameter of ``module`` with cross-entropy; select the epoch of best validation balanced accuracy.
 
     ``batch_input(idx, generator)`` gives the module's input for the clips ``idx``; ``score(split)`` gives the
@@ -315,13 +347,23 @@ def _fit(module: nn.Module, batch_input, labels: torch.Tensor, score, cfg: Super
         val = score("val")
         improved = best is None or val["balanced"] > best[1]["balanced"]
         test = score("test") if improved or cfg.test_every_epoch else None
-        history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_top1": val["top1"], "val_balanced": val["balanced"],
-                        **({"test_top1": test["top1"], "test_balanced": test["balanced"]} if test else {}),
-                        "seconds": round(time.perf_counter() - t0, 3)})  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": epoch_loss,
+                "lr": lr,
+                "val_top1": val["top1"],
+                "val_balanced": val["balanced"],
+                **({"test_top1": test["top1"], "test_balanced": test["balanced"]} if test else {}),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
         if improved:
             best = (epoch + 1, val, test)
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        bar.set_postfix(loss=f"{epoch_loss:.3f}", val=f"{val['balanced']:.1f}", test=f"{best[2]['balanced']:.1f}", best=best[0])
+        bar.set_postfix(
+            loss=f"{epoch_loss:.3f}", val=f"{val['balanced']:.1f}", test=f"{best[2]['balanced']:.1f}", best=best[0]
+        )
     module.load_state_dict(best_state)
     module.eval()
     return (*best, history)
@@ -347,7 +389,7 @@ def linear_eval(
     """Linear evaluation of a frozen ``encoder``: train ``Linear(embedding_dim, n_classes)`` with cross-entropy.
 
     ``mean`` / ``std``: the normalisation the encoder was trained with (the pre-training set's
-    :func:`~uclser_lib.train.feature_stats`). The encoder is put in eval mode and moved to ``device``; its
+    :func:`~uclser_lib.data.feature_stats`). The encoder is put in eval mode and moved to ``device``; its
     weights and BatchNorm statistics are not changed. Each epoch draws, per clip, one of its evaluation
     patches (starts 0, 50, 100, ...). ``cached=True`` embeds all of them once up front; ``cached=False`` runs
     the encoder on the drawn patches every epoch (the slow reference path: same draws, same result up to
@@ -367,7 +409,9 @@ def linear_eval(
         key = (id(fs.clips.data), id(fs.clips.offsets), str(device))  # the entry keeps both alive: ids stay unique
         if embedding_cache is not None and key in embedding_cache:
             return embedding_cache[key][1:]
-        emb, clip_index = embed_eval_patches(encoder.embed, fs.clips, mean, std, device, progress=progress, desc=f"embedding {name}")
+        emb, clip_index = embed_eval_patches(
+            encoder.embed, fs.clips, mean, std, device, progress=progress, desc=f"embedding {name}"
+        )
         if emb.shape[1] != dim:
             raise ValueError(f"encoder.embed gives {emb.shape[1]}-d embeddings but encoder.embedding_dim is {dim}")
         if embedding_cache is not None:
@@ -402,9 +446,12 @@ def linear_eval(
     generator = torch.Generator().manual_seed(cfg.seed)
     head = _fresh_linear(dim, n_classes, generator).to(device)
     labels = train.clips.labels.to(device)
-    best_epoch, val_m, test_m, history = _fit(head, batch_input, labels, score, cfg, generator, device,
-                                              contextlib.nullcontext(), progress, "linear eval")  # fmt: skip
-    return DownstreamResult(LinearProbe(encoder, head), history, best_epoch, val_m, test_m, list(train.classes), cfg.to_dict())
+    best_epoch, val_m, test_m, history = _fit(
+        head, batch_input, labels, score, cfg, generator, device, contextlib.nullcontext(), progress, "linear eval"
+    )
+    return DownstreamResult(
+        LinearProbe(encoder, head), history, best_epoch, val_m, test_m, list(train.classes), cfg.to_dict()
+    )
 
 
 def finetune(
@@ -422,7 +469,7 @@ def finetune(
 
     With ``cfg.probe_epochs`` > 0 the classifier is first fitted on the frozen encoder (:func:`linear_eval`),
     then everything is trained from there. The caller's encoder is not modified. One random patch per clip
-    per epoch (SPEC section 4), normalised with ``mean`` / ``std``, no augmentation. For the supervised
+    per epoch (docs/method.md §4), normalised with ``mean`` / ``std``, no augmentation. For the supervised
     baseline pass a fresh :func:`~uclser_lib.models.build_encoder`. Returns a :class:`DownstreamResult` whose
     ``model`` is the fine-tuned encoder at the best validation epoch (``history``: the fine-tuning epochs).
     """
@@ -443,8 +490,16 @@ def finetune(
     head = _fresh_linear(encoder.embedding_dim, n_classes, generator)
     if cfg.probe_epochs:
         e = cfg.probe_epochs
-        probe_cfg = LinearEvalConfig(epochs=e, batch_size=cfg.batch_size, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                     milestones=[int(e * 0.4), int(e * 0.8)], gamma=cfg.gamma, seed=cfg.seed, test_every_epoch=False)  # fmt: skip
+        probe_cfg = LinearEvalConfig(
+            epochs=e,
+            batch_size=cfg.batch_size,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            milestones=[int(e * 0.4), int(e * 0.8)],
+            gamma=cfg.gamma,
+            seed=cfg.seed,
+            test_every_epoch=False,
+        )
         head = linear_eval(model, mean, std, train, val, test, probe_cfg, device=device, progress=progress).head
     setattr(model, names[0], head)
     model.requires_grad_(True).to(device)
@@ -461,8 +516,9 @@ def finetune(
 
     def score(split):
         with autocast:
-            return evaluate(model, {"val": val, "test": test}[split], mean, std, device)
+            return score_model(model, {"val": val, "test": test}[split], mean, std, device)
 
-    best_epoch, val_m, test_m, history = _fit(model, batch_input, packed.labels, score, cfg, generator, device,
-                                              autocast, progress, "fine-tune")  # fmt: skip
+    best_epoch, val_m, test_m, history = _fit(
+        model, batch_input, packed.labels, score, cfg, generator, device, autocast, progress, "fine-tune"
+    )
     return DownstreamResult(model, history, best_epoch, val_m, test_m, list(train.classes), cfg.to_dict())

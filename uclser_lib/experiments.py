@@ -14,65 +14,63 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from .data import FeatureSet
 from .downstream import FinetuneConfig, LinearEvalConfig, finetune, linear_eval, subsample_per_class, task_splits
 from .models import Encoder, build_encoder
+from .results import summarise
+
+__all__ = ["STAGES", "compare_inits", "label_efficiency", "label_noise"]
 
 #: The stages of :func:`compare_inits`: (stage, task of :data:`~uclser_lib.downstream.TASKS`).
 STAGES = (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
 
 
-def _run(stage: str, encoder: Encoder, mean, std, sets, seed: int, linear_cfg, finetune_cfg, device, progress, cache=None) -> dict:
+def _run(
+    stage: str, encoder: Encoder, mean, std, sets, seed: int, linear_cfg, finetune_cfg, device, progress, cache=None
+) -> dict:
     """``stage`` from a copy of ``encoder``; ``cache``: linear evaluation's embedding cache for this encoder."""
     if stage not in ("linear", "finetune"):
         raise ValueError(f"stage must be 'linear' or 'finetune', got {stage!r}")
     encoder = copy.deepcopy(encoder)
     if stage == "linear":
         linear_cfg = linear_cfg or LinearEvalConfig()
-        res = linear_eval(encoder, mean, std, *sets, cfg=replace(linear_cfg, seed=seed), device=device, progress=progress,
-                          embedding_cache=cache)  # fmt: skip
+        res = linear_eval(
+            encoder,
+            mean,
+            std,
+            *sets,
+            cfg=replace(linear_cfg, seed=seed),
+            device=device,
+            progress=progress,
+            embedding_cache=cache,
+        )
     else:
         finetune_cfg = finetune_cfg or FinetuneConfig()
-        res = finetune(encoder, mean, std, *sets, cfg=replace(finetune_cfg, seed=seed), device=device, progress=progress)
-    return {"test_balanced": res.test["balanced"], "test_top1": res.test["top1"], "val_balanced": res.val["balanced"],
-            "best_epoch": res.best_epoch}  # fmt: skip
-
-
-def summarise(rows: list[dict], keys=("arch", "init", "stage", "task", "fraction", "wrong_rate")) -> list[dict]:
-    """Mean and sample std of ``test_balanced`` over seeds for each combination of ``keys`` present in the rows."""
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r["test_balanced"])
-    return [dict(zip(keys, g), mean=float(np.mean(v)), std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n=len(v))
-            for g, v in groups.items()]  # fmt: skip
-
-
-def merge_results(base: dict, update: dict) -> dict:
-    """``base`` results (of ``python -m uclser_lib evaluate``) with the rows of ``update`` put in.
-
-    A row of ``update`` replaces the ``base`` row of the same (arch, init, stage, task, seed); the curves
-    (``label_efficiency``, ``label_noise``) of ``update`` replace those of ``base``; the summary is recomputed
-    and ``runs`` (how each part was made) lists both. Encoder, dataset and epochs must agree: a table mixing
-    them would mislead.
-    """
-    for key in ("encoder", "dataset", "epochs"):
-        if base.get(key) != update.get(key):
-            raise ValueError(f"cannot merge results with different {key}: {base.get(key)!r} vs {update.get(key)!r}")
-    keys = ("arch", "init", "stage", "task", "seed")
-    new = {tuple(r[k] for k in keys) for r in update["rows"]}
-    rows = [r for r in base["rows"] if tuple(r[k] for k in keys) not in new] + update["rows"]
-    merged = {**base, **{k: update[k] for k in ("label_efficiency", "label_noise") if k in update}}
-    return merged | dict(rows=rows, summary=summarise(rows), seeds=sorted({r["seed"] for r in rows}),
-                         runs=base.get("runs", []) + update.get("runs", []))  # fmt: skip
+        res = finetune(
+            encoder, mean, std, *sets, cfg=replace(finetune_cfg, seed=seed), device=device, progress=progress
+        )
+    return {
+        "test_balanced": res.test["balanced"],
+        "test_top1": res.test["top1"],
+        "val_balanced": res.val["balanced"],
+        "best_epoch": res.best_epoch,
+    }
 
 
 def compare_inits(
-    encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], seeds=(0,), stages=STAGES,
-    linear_cfg: LinearEvalConfig | None = None, finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,
-) -> dict:  # fmt: skip
+    encoder: Encoder,
+    mean: float,
+    std: float,
+    splits: dict[str, FeatureSet],
+    seeds=(0,),
+    stages=STAGES,
+    linear_cfg: LinearEvalConfig | None = None,
+    finetune_cfg: FinetuneConfig | None = None,
+    device=None,
+    progress=False,
+) -> dict:
     """Pre-trained ``encoder`` vs the same architecture at random init, for each stage and seed.
 
     ``mean`` / ``std``: the pre-training normalisation (used for both inits). Returns ``{"rows": [...],
@@ -83,19 +81,32 @@ def compare_inits(
     rows = []
     for seed in seeds:
         torch.manual_seed(seed)
-        inits = {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=encoder.classifier().out_features)}
+        inits = {
+            "pretrained": encoder,
+            "random": build_encoder(_arch_name(encoder), n_classes=encoder.classifier().out_features),
+        }
         for init, enc in inits.items():
             for stage, task in stages:
-                out = _run(stage, enc, mean, std, task_splits(splits, task), seed, linear_cfg, finetune_cfg, device, progress)
+                out = _run(
+                    stage, enc, mean, std, task_splits(splits, task), seed, linear_cfg, finetune_cfg, device, progress
+                )
                 rows.append(dict(arch=arch, init=init, stage=stage, task=task, seed=seed, **out))
     return {"rows": rows, "summary": summarise(rows)}
 
 
 def label_efficiency(
-    encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], fractions=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
-    seeds=(0,), stage: str = "finetune", linear_cfg: LinearEvalConfig | None = None, finetune_cfg: FinetuneConfig | None = None,
-    device=None, progress=False,
-) -> dict:  # fmt: skip
+    encoder: Encoder,
+    mean: float,
+    std: float,
+    splits: dict[str, FeatureSet],
+    fractions=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
+    seeds=(0,),
+    stage: str = "finetune",
+    linear_cfg: LinearEvalConfig | None = None,
+    finetune_cfg: FinetuneConfig | None = None,
+    device=None,
+    progress=False,
+) -> dict:
     """``stage`` ("finetune" or "linear") on a fraction of the clean labels (at least one clip per class), pre-trained vs random init."""
     train, val, test = task_splits(splits, "clean")
     rows, caches = [], {"pretrained": {}}  # linear evaluation embeds each set once per encoder
@@ -106,17 +117,48 @@ def label_efficiency(
         for fraction in fractions:
             subset = subsample_per_class(train, fraction, seed)
             for init, enc in inits.items():
-                out = _run(stage, enc, mean, std, (subset, val, test), seed, linear_cfg, finetune_cfg, device, progress, caches[init])
-                rows.append(dict(arch=_arch_name(encoder), init=init, stage=stage, task="clean", fraction=fraction,
-                                 seed=seed, n_train=len(subset), **out))  # fmt: skip
+                out = _run(
+                    stage,
+                    enc,
+                    mean,
+                    std,
+                    (subset, val, test),
+                    seed,
+                    linear_cfg,
+                    finetune_cfg,
+                    device,
+                    progress,
+                    caches[init],
+                )
+                rows.append(
+                    dict(
+                        arch=_arch_name(encoder),
+                        init=init,
+                        stage=stage,
+                        task="clean",
+                        fraction=fraction,
+                        seed=seed,
+                        n_train=len(subset),
+                        **out,
+                    )
+                )
     return {"rows": rows, "summary": summarise(rows)}
 
 
 def label_noise(
-    encoder: Encoder, mean: float, std: float, splits: dict[str, FeatureSet], truth: dict[str, tuple[str, str]],
-    wrong_rates=(0.0, 0.2, 0.4, 0.6), seeds=(0,), stage: str = "finetune", linear_cfg: LinearEvalConfig | None = None,
-    finetune_cfg: FinetuneConfig | None = None, device=None, progress=False,
-) -> dict:  # fmt: skip
+    encoder: Encoder,
+    mean: float,
+    std: float,
+    splits: dict[str, FeatureSet],
+    truth: dict[str, tuple[str, str]],
+    wrong_rates=(0.0, 0.2, 0.4, 0.6),
+    seeds=(0,),
+    stage: str = "finetune",
+    linear_cfg: LinearEvalConfig | None = None,
+    finetune_cfg: FinetuneConfig | None = None,
+    device=None,
+    progress=False,
+) -> dict:
     """``stage`` ("finetune" or "linear") on the noisy subset relabelled at several wrong-label rates, pre-trained vs random init.
 
     ``truth``: :func:`~uclser_lib.coursedata.read_truth` of the course dataset. The audio stays as it is (its
@@ -128,9 +170,14 @@ def label_noise(
     train, val, test = task_splits(splits, "noisy")
     missing = [f for f in train.fnames if f not in truth]
     if missing:
-        raise ValueError(f"label_noise needs the true class of every noisy clip; {len(missing)} missing, e.g. {missing[:3]}")
+        raise ValueError(
+            f"label_noise needs the true class of every noisy clip; {len(missing)} missing, e.g. {missing[:3]}"
+        )
     true = [truth[f][0] for f in train.fnames]
-    rows, caches = [], {"pretrained": {}}  # linear evaluation embeds each set once per encoder (relabelling keeps the clips)
+    rows, caches = (
+        [],
+        {"pretrained": {}},
+    )  # linear evaluation embeds each set once per encoder (relabelling keeps the clips)
     for seed in seeds:
         torch.manual_seed(seed)
         inits = {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}
@@ -138,8 +185,30 @@ def label_noise(
         for rate in wrong_rates:
             noisy = train.with_labels([train.classes.index(c) for c in relabel(true, rate, seed)])
             for init, enc in inits.items():
-                out = _run(stage, enc, mean, std, (noisy, val, test), seed, linear_cfg, finetune_cfg, device, progress, caches[init])
-                rows.append(dict(arch=_arch_name(encoder), init=init, stage=stage, task="noisy", wrong_rate=rate, seed=seed, **out))
+                out = _run(
+                    stage,
+                    enc,
+                    mean,
+                    std,
+                    (noisy, val, test),
+                    seed,
+                    linear_cfg,
+                    finetune_cfg,
+                    device,
+                    progress,
+                    caches[init],
+                )
+                rows.append(
+                    dict(
+                        arch=_arch_name(encoder),
+                        init=init,
+                        stage=stage,
+                        task="noisy",
+                        wrong_rate=rate,
+                        seed=seed,
+                        **out,
+                    )
+                )
     return {"rows": rows, "summary": summarise(rows)}
 
 

@@ -1,4 +1,4 @@
-"""From a WAV file to a log-mel spectrogram (frames x 96 bands), the recipe of SPEC section 3.
+"""From a WAV file to a log-mel spectrogram (frames x 96 bands), the recipe of docs/method.md §3.
 
 Two paths compute the same thing:
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,10 +31,27 @@ from .runtime import check_torch_pair
 check_torch_pair()  # before torchaudio's extension loads: a mismatched pair fails there with an undefined symbol
 import torchaudio.functional as AF  # noqa: E402
 
+__all__ = [
+    "DEFAULT_PARAMS",
+    "RESAMPLERS",
+    "AudioError",
+    "LogMel",
+    "LogMelParams",
+    "extract_logmel",
+    "extract_logmel_librosa",
+    "extract_many",
+    "load_audio",
+    "logmel_from_waveforms",
+    "prepare_waveform",
+    "resample",
+    "resampler_in_use",
+    "stft_power",
+]
+
 
 @dataclass(frozen=True)
 class LogMelParams:
-    """Feature-extraction parameters (SPEC section 3). Sample counts at ``sr``, frequencies in Hz."""
+    """Feature-extraction parameters (docs/method.md §3). Sample counts at ``sr``, frequencies in Hz."""
 
     sr: int = 22050
     n_fft: int = 2048
@@ -138,7 +155,7 @@ def resample(y, sr: int, params: LogMelParams = DEFAULT_PARAMS, resampler: str =
 
 
 def prepare_waveform(y, sr: int, params: LogMelParams = DEFAULT_PARAMS, resampler: str = "auto") -> torch.Tensor:
-    """Steps 1-3 of SPEC section 3 on one mono clip ``y`` (N,) at ``sr`` Hz.
+    """Steps 1-3 of docs/method.md §3 on one mono clip ``y`` (N,) at ``sr`` Hz.
 
     Resample to ``params.sr`` (with ``resampler``, see :func:`resample`), remove the mean, divide by
     (max|y| + 0.005), tile clips shorter than ``min_seconds`` and cut them to exactly that length.
@@ -153,7 +170,7 @@ def prepare_waveform(y, sr: int, params: LogMelParams = DEFAULT_PARAMS, resample
 
 
 class LogMel(torch.nn.Module):
-    """Waveforms -> log10 mel spectrograms, batched over clips of different lengths (steps 4-6 of SPEC section 3).
+    """Waveforms -> log10 mel spectrograms, batched over clips of different lengths (steps 4-6 of docs/method.md §3).
 
     :meth:`packed` takes a list of clips and returns their frames one after the other, with no padding to a
     common length; ``forward`` does the same for a zero-padded batch. Each clip is reflect-padded at its own
@@ -224,10 +241,18 @@ class LogMel(torch.nn.Module):
 
 
 def stft_power(wave: torch.Tensor, params: LogMelParams = DEFAULT_PARAMS) -> torch.Tensor:
-    """Power spectrogram |X|^2 of one prepared waveform (N,): (T, n_fft // 2 + 1), time first (step 4 of SPEC section 3)."""
+    """Power spectrogram |X|^2 of one prepared waveform (N,): (T, n_fft // 2 + 1), time first (step 4 of docs/method.md §3)."""
     window = torch.hamming_window(params.win_length, periodic=True, device=wave.device)
-    spec = torch.stft(wave + params.eps, params.n_fft, params.hop_length, params.win_length, window,
-                      center=True, pad_mode="reflect", return_complex=True)  # fmt: skip
+    spec = torch.stft(
+        wave + params.eps,
+        params.n_fft,
+        params.hop_length,
+        params.win_length,
+        window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     return spec.abs().square().T
 
 

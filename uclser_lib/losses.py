@@ -1,10 +1,12 @@
-"""NT-Xent (SimCLR) loss, single-process and across DistributedDataParallel ranks (SPEC section 8)."""
+"""NT-Xent (SimCLR) loss, single-process and across DistributedDataParallel ranks (docs/method.md §8)."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+__all__ = ["gather_with_grad", "nt_xent"]
 
 
 def _world() -> tuple[int, int]:
@@ -41,7 +43,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, distri
     its gradient.
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(f"nt_xent expects two (N, D) views of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent expects two (N, D) views of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if z1.shape[0] < 2:
         raise ValueError(f"nt_xent needs at least 2 examples (negatives), got N = {z1.shape[0]}")
     if temperature <= 0:

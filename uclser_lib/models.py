@@ -3,25 +3,27 @@
 Every encoder takes log-mel patches ``(B, 1, 101, 96)`` (batch, channel, frames, bands) and exposes
 ``embed(x) -> (B, embedding_dim)`` (the representation fed to the projection head) and
 ``forward(x) -> (B, n_classes)`` logits. State-dict key names follow the released checkpoints
-(SPEC section 7), so the authors' model zoo loads strictly.
+(docs/method.md §7), so the authors' model zoo loads strictly.
 """
 
 from __future__ import annotations
-
-import hashlib
-import pickle
-import zipfile
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: sha256 of the authors' released checkpoints (SPEC section 7), by file name.
-RELEASED_SHA256 = {
-    "VGG_best.pth": "61fde9cd0b546fb8aab30cdc8327936acc349ec3f4e331b736fd9ec2e4cda9ba",
-    "CRNN_best.pth": "3d99a7e11c946edb9c8c2a8cfcf5759244f406a0e40787150d380b901facddee",
-}
+__all__ = [
+    "ARCHITECTURES",
+    "CRNN",
+    "BasicBlock",
+    "ContrastiveModel",
+    "ConvBlock",
+    "Encoder",
+    "ProjectionHead",
+    "ResNet18",
+    "VGGLike",
+    "build_encoder",
+]
 
 ARCHITECTURES = ("resnet18", "vgglike", "crnn")
 
@@ -57,7 +59,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -173,7 +177,7 @@ class CRNN(Encoder):
 
 
 class ProjectionHead(nn.Module):
-    """Linear(D -> hidden) -> BatchNorm1d -> ReLU -> Linear(hidden -> out_dim), then L2-normalise (SPEC section 8).
+    """Linear(D -> hidden) -> BatchNorm1d -> ReLU -> Linear(hidden -> out_dim), then L2-normalise (docs/method.md §8).
 
     Parameters sit in ``net1`` (an ``nn.Sequential``) so the released ``proj.net1.*`` weights load after
     stripping the ``proj.`` prefix. (B, D) -> (B, out_dim), unit norm.
@@ -182,7 +186,10 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 512):
         super().__init__()
         self.net1 = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+            nn.Linear(in_dim, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -207,67 +214,3 @@ def build_encoder(arch: str, n_classes: int = 20) -> Encoder:
     if arch not in classes:
         raise ValueError(f"unknown encoder architecture {arch!r}; expected one of {ARCHITECTURES}")
     return classes[arch](n_classes=n_classes)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
-    """The tensor dict inside a checkpoint: a bare state dict, or one under ``state_dict``/``model``, with any
-    ``module.`` (DataParallel) or ``encoder.`` prefix removed."""
-    for key in ("state_dict", "model", "encoder"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
-    for prefix in ("module.", "encoder."):
-        if obj and all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix) :]: v for k, v in obj.items()}
-    return dict(obj)
-
-
-def load_released_encoder(arch: str, path: str | Path, n_classes: int = 20) -> Encoder:
-    """Load an encoder checkpoint strictly (every key used, none missing) and return it in eval mode.
-
-    When the file name is one of ``RELEASED_SHA256`` its sha256 is verified first. Loads with
-    ``weights_only=True`` (no arbitrary unpickling). Raises ``ValueError`` naming the path on a corrupt or
-    truncated file, a sha256 mismatch (expected vs got) or keys/shapes that do not fit ``arch``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    expected = RELEASED_SHA256.get(path.name)
-    if expected is not None:
-        got = sha256_of(path)
-        if got != expected:
-            raise ValueError(f"{path}: sha256 mismatch, expected {expected}, got {got} (corrupt or different file)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: cannot read the checkpoint (truncated or corrupt file): {err}") from err
-    state = _unwrap_state_dict(obj, path)
-    model = build_encoder(arch, n_classes)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong_shape:
-        def few(keys):
-            return f"{len(keys)} {keys[:5]}{' ...' if len(keys) > 5 else ''}"
-
-        raise ValueError(
-            f"{path} does not fit architecture {arch!r} (n_classes={n_classes}): missing keys {few(missing)}, "
-            f"unexpected keys {few(unexpected)}, shape mismatches {few(wrong_shape)}"
-        )
-    model.load_state_dict(state, strict=True)
-    return model.eval()

@@ -11,6 +11,27 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from .features import DEFAULT_PARAMS, LogMelParams
 from .runtime import REPO_ROOT, smoke_mode
 
+__all__ = [
+    "augmentation_gallery",
+    "bars",
+    "confusion_matrix",
+    "dataset_overview",
+    "downstream_curves",
+    "embedding_map",
+    "figures_dir",
+    "init_curves",
+    "label_efficiency_curve",
+    "label_noise_curve",
+    "mel_filterbank",
+    "patches",
+    "save_figure",
+    "similarity_matrix",
+    "spectrogram",
+    "system_figure",
+    "training_curves",
+    "waveform",
+]
+
 
 def figures_dir() -> Path:
     """``figures/`` at the repository root; in smoke mode ``build/figures-smoke/`` so tests never overwrite the committed figures."""
@@ -33,10 +54,21 @@ def waveform(ax, y: np.ndarray, sr: int, title: str = ""):
     return ax
 
 
-def spectrogram(ax, x: np.ndarray, hop_s: float | None = None, ylabel: str = "mel band", title: str = "", vmin=None, vmax=None, colorbar: bool = False):
+def spectrogram(
+    ax,
+    x: np.ndarray,
+    hop_s: float | None = None,
+    ylabel: str = "mel band",
+    title: str = "",
+    vmin=None,
+    vmax=None,
+    colorbar: bool = False,
+):
     """A time-first spectrogram (T, F) with time on the x axis (frames, or seconds when ``hop_s`` is given)."""
     extent = None if hop_s is None else (0, len(x) * hop_s, 0, x.shape[1])
-    im = ax.imshow(x.T, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
+    im = ax.imshow(
+        x.T, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest"
+    )
     ax.set(xlabel="frame" if hop_s is None else "time (s)", ylabel=ylabel, title=title)
     if colorbar:
         ax.figure.colorbar(im, ax=ax, pad=0.01)
@@ -48,8 +80,12 @@ def mel_filterbank(ax, fbank: np.ndarray, params: LogMelParams = DEFAULT_PARAMS,
     freqs = np.linspace(0, params.sr / 2, fbank.shape[0])
     for m in range(0, fbank.shape[1], every):
         ax.plot(freqs, fbank[:, m], lw=0.8)
-    ax.set(xlabel="frequency (Hz)", ylabel="weight", xlim=(0, params.sr / 2),
-           title=f"{fbank.shape[1]} Slaney mel bands, {params.fmin:g}-{params.fmax:g} Hz (every {every}th shown)")  # fmt: skip
+    ax.set(
+        xlabel="frequency (Hz)",
+        ylabel="weight",
+        xlim=(0, params.sr / 2),
+        title=f"{fbank.shape[1]} Slaney mel bands, {params.fmin:g}-{params.fmax:g} Hz (every {every}th shown)",
+    )
     return ax
 
 
@@ -57,7 +93,11 @@ def patches(ax, clip: np.ndarray, starts, length: int = 101, title: str = "", co
     """A clip (T, F) with the patches starting at ``starts`` (frames) outlined."""
     spectrogram(ax, clip, title=title)
     for k, s in enumerate(starts):
-        ax.add_patch(plt.Rectangle((s - 0.5, 0.5 + 2 * (k % 2)), length, clip.shape[1] - 2 - 4 * (k % 2), fill=False, ec=color, lw=1.5))
+        ax.add_patch(
+            plt.Rectangle(
+                (s - 0.5, 0.5 + 2 * (k % 2)), length, clip.shape[1] - 2 - 4 * (k % 2), fill=False, ec=color, lw=1.5
+            )
+        )
     return ax
 
 
@@ -105,7 +145,9 @@ def system_figure():
         arrow(10.1, y + 0.4, 10.5, 1.8)
     box(10.5, 1.4, 1.4, 0.8, "NT-Xent\nτ = 0.2", "#f6d5d5")
     ax.text(7.95, 1.8, "shared\nweights", ha="center", va="center", fontsize=8, style="italic")
-    ax.set_title("Contrastive pre-training of sound event representations (after Fonseca et al., ICASSP 2021)", fontsize=10)
+    ax.set_title(
+        "Contrastive pre-training of sound event representations (after Fonseca et al., ICASSP 2021)", fontsize=10
+    )
     return fig
 
 
@@ -134,7 +176,9 @@ def augmentation_gallery(panels, ncols: int = 6, vmin=None, vmax=None):
         bottom.axis("on")
         change = patch - before
         lim = max(float(np.abs(change).max()), 1e-6)
-        bottom.imshow(change.T, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        bottom.imshow(
+            change.T, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest"
+        )
         bottom.set_title(f"change (±{lim:.2g})", fontsize=8)
         bottom.set(xlabel="frame", ylabel="mel band" if k % ncols == 0 else "")
     fig.colorbar(axes[0, 0].images[0], ax=axes[0::2].ravel().tolist(), shrink=0.6, label="log10 mel energy")
@@ -173,8 +217,15 @@ def training_curves(history: list[dict], title: str = ""):
     return fig
 
 
-def bars(ax, groups: list[str], series: dict[str, list[float]], errors: dict[str, list[float]] | None = None, chance: float | None = None,
-         ylabel: str = "test balanced accuracy (%)", title: str = ""):  # fmt: skip
+def bars(
+    ax,
+    groups: list[str],
+    series: dict[str, list[float]],
+    errors: dict[str, list[float]] | None = None,
+    chance: float | None = None,
+    ylabel: str = "test balanced accuracy (%)",
+    title: str = "",
+):
     """Grouped bars: one group per entry of ``groups``, one bar per series (name -> one value per group), each
     value written above its bar; ``errors`` (same shape) draws ± error bars, ``chance`` a dotted line."""
     x = np.arange(len(groups))
@@ -202,7 +253,9 @@ def downstream_curves(histories: dict[str, list[dict]], title: str = ""):
         epochs = [h["epoch"] for h in history]
         a.plot(epochs, [h["loss"] for h in history], color=color, label=name)
         b.plot(epochs, [h["val_balanced"] for h in history], color=color, ls="--", label=f"{name}: val")
-        scored = [h for h in history if "test_balanced" in h]  # every epoch, or the improving ones (test_every_epoch False)
+        scored = [
+            h for h in history if "test_balanced" in h
+        ]  # every epoch, or the improving ones (test_every_epoch False)
         b.plot([h["epoch"] for h in scored], [h["test_balanced"] for h in scored], color=color, label=f"{name}: test")
         best = max(history, key=lambda h: h["val_balanced"])  # the first best epoch, as the selection keeps it
         b.plot(best["epoch"], best["test_balanced"], "o", color=color, ms=6, mfc="none")
@@ -215,16 +268,31 @@ def downstream_curves(histories: dict[str, list[dict]], title: str = ""):
     return fig
 
 
-def init_curves(ax, summary: list[dict], x: str, xlabel: str, log_x: bool = False, tick_labels: dict | None = None,
-                chance: float | None = None, title: str = ""):  # fmt: skip
+def init_curves(
+    ax,
+    summary: list[dict],
+    x: str,
+    xlabel: str,
+    log_x: bool = False,
+    tick_labels: dict | None = None,
+    chance: float | None = None,
+    title: str = "",
+):
     """Test balanced accuracy (mean +- std over seeds) against ``x``, one line per init.
 
-    ``summary``: :func:`~uclser_lib.experiments.summarise` rows with init, ``x``, mean, std. ``tick_labels``
+    ``summary``: :func:`~uclser_lib.results.summarise` rows with init, ``x``, mean, std. ``tick_labels``
     (x value -> extra text) labels the ticks; ``chance`` draws a dotted line.
     """
     for init in sorted({r["init"] for r in summary}):
         rows = sorted((r for r in summary if r["init"] == init), key=lambda r: r[x])
-        ax.errorbar([r[x] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows], marker="o", capsize=3, label=init)
+        ax.errorbar(
+            [r[x] for r in rows],
+            [r["mean"] for r in rows],
+            yerr=[r["std"] for r in rows],
+            marker="o",
+            capsize=3,
+            label=init,
+        )
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
     values = sorted({r[x] for r in summary})
@@ -237,7 +305,9 @@ def init_curves(ax, summary: list[dict], x: str, xlabel: str, log_x: bool = Fals
     return ax
 
 
-def label_efficiency_curve(ax, summary: list[dict], n_train: dict[float, int] | None = None, chance: float | None = None, title: str = ""):
+def label_efficiency_curve(
+    ax, summary: list[dict], n_train: dict[float, int] | None = None, chance: float | None = None, title: str = ""
+):
     """:func:`init_curves` of ``label_efficiency``'s summary against the fraction of clean labels (log axis);
     ``n_train`` (fraction -> clips) labels the ticks."""
     ticks = {f: f"{n} clips" for f, n in n_train.items()} if n_train else None

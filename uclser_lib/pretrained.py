@@ -12,9 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .models import Encoder, build_encoder, sha256_of
-from .runtime import REPO_ROOT, write_atomic
-from .train import load_checkpoint
+from .checkpoints import load_checkpoint
+from .models import Encoder, build_encoder
+from .runtime import REPO_ROOT, sha256_of, write_atomic
+
+__all__ = ["PRETRAINED_DIR", "export_encoder", "load_encoder", "load_pretrained", "read_manifest"]
 
 PRETRAINED_DIR = REPO_ROOT / "pretrained"
 
@@ -29,7 +31,7 @@ def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool 
     folder = Path(folder or PRETRAINED_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(checkpoint)
-    weights = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+    weights = {k[len("encoder.") :]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
     if half:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     arch = ckpt["config"]["arch"]
@@ -38,10 +40,17 @@ def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool 
     write_atomic(path, save=lambda p: torch.save(blob, p))
     last = ckpt["history"][-1]
     entry = {
-        "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, "arch": arch, "dataset": dataset,
-        "seed": ckpt["config"]["seed"], "epochs": ckpt["epoch"], "config": ckpt["config"],
-        "knn": {k: v for k, v in last.items() if "knn" in k}, "final_loss": last["loss"],
-    }  # fmt: skip
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "bytes": path.stat().st_size,
+        "arch": arch,
+        "dataset": dataset,
+        "seed": ckpt["config"]["seed"],
+        "epochs": ckpt["epoch"],
+        "config": ckpt["config"],
+        "knn": {k: v for k, v in last.items() if "knn" in k},
+        "final_loss": last["loss"],
+    }
     metrics = folder / f"{name}.metrics.json"  # the per-epoch curves, for the notebooks
     write_atomic(metrics, json.dumps(ckpt["history"]) + "\n")
     entry["metrics"] = metrics.name
@@ -60,14 +69,18 @@ def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict
     folder = Path(folder or PRETRAINED_DIR)
     manifest = read_manifest(folder)
     if name not in manifest:
-        raise FileNotFoundError(f"{folder / 'manifest.json'}: no pre-trained encoder {name!r} (available: {sorted(manifest)})")
+        raise FileNotFoundError(
+            f"{folder / 'manifest.json'}: no pre-trained encoder {name!r} (available: {sorted(manifest)})"
+        )
     entry = manifest[name]
     path = folder / entry["file"]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: listed in the manifest but missing")
     digest = sha256_of(path)
     if digest != entry["sha256"]:
-        raise ValueError(f"{path}: sha256 is {digest}, the manifest expects {entry['sha256']} (corrupt or replaced file)")
+        raise ValueError(
+            f"{path}: sha256 is {digest}, the manifest expects {entry['sha256']} (corrupt or replaced file)"
+        )
     blob = torch.load(path, map_location="cpu", weights_only=True)
     encoder = build_encoder(blob["arch"], n_classes=len(blob["classes"]))
     try:
@@ -86,7 +99,7 @@ def load_encoder(spec: str, pretrain_set=None, device="cpu") -> tuple[Encoder, f
     (a fresh encoder, normalised with the statistics of ``pretrain_set``, the supervised baseline).
     Returns ``(encoder in eval mode, mean, std)``.
     """
-    from .train import feature_stats
+    from .data import feature_stats
 
     if spec.startswith("random:"):
         if pretrain_set is None:
@@ -96,7 +109,7 @@ def load_encoder(spec: str, pretrain_set=None, device="cpu") -> tuple[Encoder, f
     if spec.endswith(".pt") and Path(spec).is_file():
         ckpt = load_checkpoint(spec)
         encoder = build_encoder(ckpt["config"]["arch"], n_classes=len(ckpt["classes"]))
-        encoder.load_state_dict({k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")})
+        encoder.load_state_dict({k[len("encoder.") :]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")})
         return encoder.to(device).eval(), ckpt["mean"], ckpt["std"]
     encoder, info = load_pretrained(spec, device=device)
     return encoder, info["mean"], info["std"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -13,9 +14,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+__all__ = [
+    "PAPER_SEED",
+    "REPO_ROOT",
+    "check_torch_pair",
+    "data_root",
+    "describe_machine",
+    "pick_device",
+    "seed_everything",
+    "sha256_of",
+    "shared_dir",
+    "smoke_mode",
+    "write_atomic",
+]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-#: The paper's seed (SPEC section 9).
+#: The paper's seed (docs/method.md §9).
 PAPER_SEED = 271828
 
 
@@ -63,7 +78,12 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 def describe_machine(device: torch.device) -> dict:
     """Python and torch versions, CPU count, platform, and the GPU's name when ``device`` is CUDA: for results files."""
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -105,3 +125,12 @@ def write_atomic(path, content: str | bytes | None = None, save=None) -> Path:
         tmp.write_text(content, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

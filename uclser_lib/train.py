@@ -1,4 +1,4 @@
-"""Contrastive pre-training (SimCLR with mix-back, SPEC sections 5-9): the loop, checkpoints and resume.
+"""Contrastive pre-training (SimCLR with mix-back, docs/method.md §5-9): the loop, checkpoints and resume.
 
 :func:`pretrain` trains an encoder + projection head with NT-Xent on views built on the device by
 :class:`~uclser_lib.augment.ViewBuilder`; bf16 autocast and channels_last on CUDA, optional
@@ -22,18 +22,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .augment import AugmentConfig, GraphedViews, ViewBuilder
-from .data import FeatureSet, PackedClips
-from .evaluate import knn_monitor
+from .augment import AugmentConfig
+from .checkpoints import load_checkpoint
+from .data import FeatureSet, feature_stats
+from .embed import knn_evaluate
 from .losses import nt_xent
 from .models import ContrastiveModel, ProjectionHead, build_encoder
 from .runtime import PAPER_SEED, pick_device, seed_everything, write_atomic
-from .views import eval_patches
+from .views import GraphedViews, ViewBuilder
+
+__all__ = ["PretrainConfig", "TrainingDiverged", "distributed_context", "pretrain", "write_metrics"]
 
 
 @dataclass
 class PretrainConfig:
-    """Pre-training settings; the defaults are the paper's ResNet-18 recipe (SPEC section 9)."""
+    """Pre-training settings; the defaults are the paper's ResNet-18 recipe (docs/method.md §9)."""
 
     arch: str = "resnet18"
     epochs: int = 500
@@ -59,7 +62,9 @@ class PretrainConfig:
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
         if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError(f"epochs must be >= 1 and batch_size >= 2 (NT-Xent needs negatives), got {self.epochs}, {self.batch_size}")
+            raise ValueError(
+                f"epochs must be >= 1 and batch_size >= 2 (NT-Xent needs negatives), got {self.epochs}, {self.batch_size}"
+            )
         if self.lr <= 0 or self.temperature <= 0:
             raise ValueError(f"lr and temperature must be > 0, got {self.lr}, {self.temperature}")
 
@@ -73,71 +78,14 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def feature_stats(packed) -> tuple[float, float]:
-    """Mean and standard deviation over every value of the training features (the correct std, not SPEC 12's)."""
-    x = packed.data.double()
-    return float(x.mean()), float(x.std(unbiased=False))
-
-
 def write_metrics(history: list[dict], run_dir: Path) -> None:
     """``metrics.json`` and ``metrics.csv`` (one row per epoch) in ``run_dir``, both written atomically."""
     write_atomic(run_dir / "metrics.json", json.dumps(history, indent=1))
     keys = list(dict.fromkeys(k for row in history for k in row))
-    lines = [",".join(keys)] + [",".join("" if row.get(k) is None else str(row.get(k)) for k in keys) for row in history]
+    lines = [",".join(keys)] + [
+        ",".join("" if row.get(k) is None else str(row.get(k)) for k in keys) for row in history
+    ]
     write_atomic(run_dir / "metrics.csv", "\n".join(lines) + "\n")
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """A training checkpoint, loaded safely (``weights_only=True``); a clear error for a missing or corrupt file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint there")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt?): {err}") from None
-
-
-@torch.no_grad()
-def embed_eval_patches(
-    fn, packed, mean: float, std: float, device, batch_size: int = 1024, clips_per_chunk: int = 512, progress: bool = False, desc: str = "",
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """``fn`` (e.g. a model in eval mode) on every evaluation patch (hop 50) of ``packed``, normalised with ``mean`` / ``std``.
-
-    Patches are cut ``clips_per_chunk`` clips at a time (so memory stays bounded on FSDnoisy18k-sized sets) and
-    run ``batch_size`` at a time. Returns the outputs (P, D) float32 and the clip index of each patch (P,), on ``device``.
-    """
-    was_training = getattr(fn, "training", False)
-    if was_training:
-        fn.eval()
-    outs, index, o = [], [], packed.offsets
-    for a in tqdm(range(0, len(packed), clips_per_chunk), desc=desc, leave=False, disable=not progress):
-        b = min(a + clips_per_chunk, len(packed))
-        chunk = PackedClips(packed.data[int(o[a]) : int(o[b])], o[a : b + 1] - o[a], packed.labels[a:b]).to(device)
-        patches, clip_index = eval_patches(chunk)
-        outs += [fn(((p - mean) / std)[:, None]).float() for p in patches.split(batch_size)]
-        index.append(clip_index + a)
-    if was_training:
-        fn.train()
-    return torch.cat(outs), torch.cat(index)
-
-
-def knn_evaluate(model, sets: dict[str, FeatureSet], mean: float, std: float, k: int = 200, device=None) -> dict[str, float]:
-    """kNN monitor (SPEC section 10) on each set: ``{"<name>_knn_top1": ..., "<name>_knn_balanced": ...}`` in percent.
-
-    ``model``: encoder + head (pre-training) or any callable (B, 1, 101, 96) -> (B, D), e.g. ``encoder.embed``.
-    """
-    device = pick_device(device)
-    out = {}
-    for name, fs in sets.items():
-        emb, clip_index = embed_eval_patches(model, fs.clips, mean, std, device)
-        emb = torch.nn.functional.normalize(emb, dim=1)  # cosine similarity, also for a bare encoder's embeddings
-        labels = fs.clips.labels.to(emb.device)[clip_index]
-        fewest_outside = len(emb) - int(torch.bincount(clip_index).max())  # small sets cap k
-        res = knn_monitor(emb, labels, clip_index, k=min(k, fewest_outside), n_classes=len(fs.classes))
-        out[f"{name}_knn_top1"] = round(float(res["top1"]), 3)
-        out[f"{name}_knn_balanced"] = round(float(res["balanced"]), 3)
-    return out
 
 
 def distributed_context() -> tuple[int, int]:
@@ -215,7 +163,9 @@ def pretrain(
 
     step_model = model
     if world > 1:
-        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
     if cfg.compile:
         step_model = torch.compile(step_model)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
@@ -249,7 +199,10 @@ def pretrain(
             optimizer.step()
             total += loss.detach()
             if progress and (i % 10 == 0 or i == n_batches - 1):
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", clips_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
+                bar.set_postfix(
+                    loss=f"{float(loss.detach()):.3f}",
+                    clips_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}",
+                )
         scheduler.step()
         if world > 1:  # the mean of the ranks' losses is the global batch's loss
             torch.distributed.all_reduce(total)
@@ -261,17 +214,30 @@ def pretrain(
                 f"epoch {epoch + 1}: the loss is {epoch_loss}; stopped"
                 + (f", the last good checkpoint ({ckpt_path}, epoch {epoch}) is kept" if ckpt_path and epoch else "")
             )
-        row = {"epoch": epoch + 1, "loss": round(epoch_loss, 6), "lr": optimizer.param_groups[0]["lr"],
-               "clips_per_s": round(n_batches * cfg.batch_size / seconds, 1), "seconds": round(seconds, 3)}  # fmt: skip
+        row = {
+            "epoch": epoch + 1,
+            "loss": round(epoch_loss, 6),
+            "lr": optimizer.param_groups[0]["lr"],
+            "clips_per_s": round(n_batches * cfg.batch_size / seconds, 1),
+            "seconds": round(seconds, 3),
+        }
         if rank == 0 and monitor and cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
             row.update(knn_evaluate(model, monitor, mean, std, cfg.knn_k, device))
         history.append(row)
         if progress and rank == 0:
             tqdm.write(" ".join(f"{k}={v}" for k, v in row.items()))
         if run_dir is not None and rank == 0:
-            state = {"epoch": epoch + 1, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "history": history, "mean": mean, "std": std,
-                 "classes": train.classes}  # fmt: skip
+            state = {
+                "epoch": epoch + 1,
+                "config": cfg.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "mean": mean,
+                "std": std,
+                "classes": train.classes,
+            }
             write_atomic(ckpt_path, save=lambda p: torch.save(state, p))
             write_metrics(history, run_dir)
         if world > 1:

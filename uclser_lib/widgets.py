@@ -13,18 +13,19 @@ out keeps every stage in log10 mel units, on one colour scale, and turnable back
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from . import plots
-from .augment import AUGMENTATIONS, MASK_VALUES, AugmentConfig, ViewBuilder, augment_views, build_augment
+from .augment import AUGMENTATIONS, MASK_VALUES, AugmentConfig, build_augment
 from .data import PATCH_FRAMES, FeatureSet, PackedClips
 from .features import DEFAULT_PARAMS, LogMelParams
 from .runtime import PAPER_SEED
+from .views import ViewBuilder
 
 _PAPER = AugmentConfig.paper()
 
@@ -154,7 +155,9 @@ def config_from_controls(values: Mapping | None = None) -> AugmentConfig:
 def _as_clip(clip, name: str) -> np.ndarray:
     x = np.asarray(clip.cpu() if isinstance(clip, torch.Tensor) else clip, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] < PATCH_FRAMES or not np.isfinite(x).all():
-        raise ValueError(f"{name}: expected a finite log-mel clip (frames >= {PATCH_FRAMES}, bands), got shape {x.shape}")
+        raise ValueError(
+            f"{name}: expected a finite log-mel clip (frames >= {PATCH_FRAMES}, bands), got shape {x.shape}"
+        )
     return x
 
 
@@ -179,7 +182,9 @@ def stage_names(stages: Mapping[str, np.ndarray]) -> list[str]:
     return [k[:-1] for k in stages if k.endswith("1") and k != "final1"]
 
 
-def single_augmentations(patch, values: Mapping | None = None, seed: int = 0, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def single_augmentations(
+    patch, values: Mapping | None = None, seed: int = 0, names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """Each augmentation alone on one (T, F) log10 patch, with the parameters of control ``values``.
 
     ``names``: augmentations of :data:`~uclser_lib.augment.AUGMENTATIONS` (default: all but "normalise"),
@@ -189,7 +194,9 @@ def single_augmentations(patch, values: Mapping | None = None, seed: int = 0, na
     names = list(names or [n for n in AUGMENTATIONS if n != "normalise"])
     bad = [n for n in names if n not in AUGMENTATIONS or n == "normalise"]
     if bad:
-        raise ValueError(f"no single augmentation {bad}; expected some of {[n for n in AUGMENTATIONS if n != 'normalise']}")
+        raise ValueError(
+            f"no single augmentation {bad}; expected some of {[n for n in AUGMENTATIONS if n != 'normalise']}"
+        )
     switched_on = {t: True for n in names for t in _TOGGLES.get(n, (n,))}
     steps = build_augment(config_from_controls({**dict(values or {}), **switched_on})).steps
     x = torch.as_tensor(np.asarray(patch, dtype=np.float32))
@@ -254,7 +261,7 @@ def nonneg_lstsq(A: np.ndarray, B: np.ndarray, n_iter: int = 100) -> np.ndarray:
 def logmel_to_audio(logmel, n_iter: int = 32, seed: int = 0, params: LogMelParams = DEFAULT_PARAMS) -> np.ndarray:
     """Sound from a log10 mel spectrogram (T, 96), by mel inversion: float32 (hop x (T - 1),) at 22,050 Hz.
 
-    The steps of librosa's ``mel_to_audio`` with the feature parameters (SPEC section 3: n_fft 2048,
+    The steps of librosa's ``mel_to_audio`` with the feature parameters (docs/method.md §3: n_fft 2048,
     hop 220, periodic Hamming of 660, centred reflect frames, Slaney mel without normalisation,
     50-10,500 Hz, power 2): the mel power is mapped back to an STFT power by non-negative least squares
     (:func:`nonneg_lstsq`, in place of librosa's slow ``nnls``), then ``n_iter`` Griffin-Lim iterations
@@ -264,7 +271,9 @@ def logmel_to_audio(logmel, n_iter: int = 32, seed: int = 0, params: LogMelParam
 
     x = np.asarray(logmel, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != params.n_mels or len(x) < 2:
-        raise ValueError(f"logmel_to_audio expects a log-mel spectrogram (frames >= 2, {params.n_mels}), got shape {x.shape}")
+        raise ValueError(
+            f"logmel_to_audio expects a log-mel spectrogram (frames >= 2, {params.n_mels}), got shape {x.shape}"
+        )
     if not np.isfinite(x).all():
         raise ValueError("logmel_to_audio: the log-mel spectrogram holds NaN or inf")
     if isinstance(n_iter, (bool, np.bool_)) or int(n_iter) != n_iter or n_iter < 1:
@@ -295,7 +304,9 @@ def band_quantile(patches: torch.Tensor, q: float) -> torch.Tensor:
     return torch.quantile(patches, q, dim=-2)
 
 
-def pair_gaps(packed: PackedClips, values: Mapping | None = None, seed: int = PAPER_SEED, q: float = 0.1) -> dict[str, np.ndarray]:
+def pair_gaps(
+    packed: PackedClips, values: Mapping | None = None, seed: int = PAPER_SEED, q: float = 0.1
+) -> dict[str, np.ndarray]:
     """How far apart positive and negative pairs of views are in a per-band quantile over time (log10 units).
 
     Builds the two views of every clip of ``packed`` (at least 3 clips) with control ``values``, takes
@@ -352,11 +363,22 @@ def _control_widget(c: Control):
         return w.Dropdown(options=c.options, value=c.default, description=c.label, style=style, layout=layout)
     cls = {"float": w.FloatSlider, "int": w.IntSlider, "range": w.FloatRangeSlider}[c.kind]
     extra = {"readout_format": ".3g"} if c.kind != "int" else {}
-    return cls(value=c.default, min=c.low, max=c.high, step=c.step, description=c.label,
-               continuous_update=False, style=style, layout=layout, **extra)  # fmt: skip
+    return cls(
+        value=c.default,
+        min=c.low,
+        max=c.high,
+        step=c.step,
+        description=c.label,
+        continuous_update=False,
+        style=style,
+        layout=layout,
+        **extra,
+    )
 
 
-def augmentation_panel(course_or_clips, choices: Sequence[int] | None = None, seed: int = PAPER_SEED, n_iter: int = 32, audio: bool = True):
+def augmentation_panel(
+    course_or_clips, choices: Sequence[int] | None = None, seed: int = PAPER_SEED, n_iter: int = 32, audio: bool = True
+):
     """An ipywidgets panel: pick a clip and a background clip, switch augmentations, move their sliders.
 
     ``course_or_clips``: a Course (its train split, with the clips' audio), a FeatureSet, PackedClips or
@@ -417,7 +439,12 @@ def augmentation_panel(course_or_clips, choices: Sequence[int] | None = None, se
     def update(_=None):
         values = {name: controls[name].value for name in CONTROLS}
         try:
-            stages = render_views(clip_array(controls["clip"].value), clip_array(controls["background"].value), values, controls["seed"].value)
+            stages = render_views(
+                clip_array(controls["clip"].value),
+                clip_array(controls["background"].value),
+                values,
+                controls["seed"].value,
+            )
         except ValueError as err:
             status.value = f"<b style='color:#b00'>{err}</b>"
             return
@@ -438,13 +465,15 @@ def augmentation_panel(course_or_clips, choices: Sequence[int] | None = None, se
     def new_draw(_):
         controls["seed"].value += 1
 
-    panel = w.VBox([
-        w.HBox([controls["clip"], controls["background"], controls["seed"], controls["draw"]]),
-        w.VBox([w.HBox(ws) for ws in groups.values()]),
-        status,
-        figure_out,
-        w.HBox([clip_sound_out, sound_out]),
-    ])  # fmt: skip
+    panel = w.VBox(
+        [
+            w.HBox([controls["clip"], controls["background"], controls["seed"], controls["draw"]]),
+            w.VBox([w.HBox(ws) for ws in groups.values()]),
+            status,
+            figure_out,
+            w.HBox([clip_sound_out, sound_out]),
+        ]
+    )
     panel.controls, panel.stages = controls, {}
     for name, widget in controls.items():
         if name == "draw":
@@ -458,8 +487,46 @@ def augmentation_panel(course_or_clips, choices: Sequence[int] | None = None, se
     return panel
 
 
+def augment_views(
+    clip_a: np.ndarray, clip_b: np.ndarray, cfg: AugmentConfig, seed: int, mean=None, std=None
+) -> dict[str, np.ndarray]:
+    """Every stage of the two views of ``clip_a`` (T_a, F), mixed with backgrounds from ``clip_b`` (T_b, F).
+
+    Both backgrounds come from ``clip_b`` (random starts); under "mix_within_clip" from ``clip_a``.
+    ``mean`` / ``std`` for the normalisation default to those of the two clips together.
+    Returns (101, F) arrays ``view1``, ``view2``, ``background1``, ``background2``, ``mixed1``, ``mixed2``,
+    ``<step>1``, ``<step>2`` for each augmentation of ``cfg`` (e.g. ``random_crop1``), ``final1``, ``final2``,
+    and ``lambda`` (a 0-d array).
+    """
+    clips = [np.asarray(clip_a, dtype=np.float32), np.asarray(clip_b, dtype=np.float32)]
+    if mean is None or std is None:
+        both = np.concatenate(clips)
+        mean, std = float(both.mean()), float(both.std())
+    builder = ViewBuilder(PackedClips.from_list(clips), cfg, mean, std)
+    record: dict[str, torch.Tensor] = {}
+    final = builder.build(torch.tensor([0]), torch.Generator().manual_seed(seed), torch.tensor([[1, 1]]), record)
+    out = {"lambda": record.pop("lambda")[0].numpy()} if "lambda" in record else {}
+    for name, x in [*record.items(), ("final", final)]:
+        out[f"{name}1"], out[f"{name}2"] = x[0].numpy(), x[1].numpy()
+    return out
+
+
+def apply_single(name: str, patch: np.ndarray, params: dict | None = None, seed: int = 0) -> np.ndarray:
+    """One augmentation alone: ``AUGMENTATIONS[name](**params)`` on ``patch`` (T, F), drawn with ``seed``."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; expected one of {sorted(AUGMENTATIONS)}")
+    try:
+        step = AUGMENTATIONS[name](**(params or {}))
+    except TypeError as e:
+        raise ValueError(f"bad parameters {params!r} for augmentation {name!r}: {e}") from None
+    x = torch.as_tensor(np.asarray(patch, dtype=np.float32))
+    return step(x, torch.Generator().manual_seed(seed)).numpy()
+
+
 __all__ = [
     "CONTROLS",
+    "apply_single",
+    "augment_views",
     "Control",
     "STAGE_TITLES",
     "augmentation_panel",

@@ -1,4 +1,4 @@
-"""Evaluation: the kNN monitor of pre-training, clip-level prediction and (balanced) accuracy (SPEC section 10).
+"""Evaluation: the kNN monitor of pre-training, clip-level prediction and (balanced) accuracy (docs/method.md §10).
 
 All accuracies are in percent. Class indices are ``0 .. n_classes - 1``; clips are identified by integer ids.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+__all__ = ["balanced_accuracy", "clip_metrics", "clip_predictions", "knn_monitor", "per_class_recall"]
 
 
 def _as_long(x, name: str) -> torch.Tensor:
@@ -38,7 +40,9 @@ def per_class_recall(y_true, y_pred, n_classes: int | None = None) -> np.ndarray
     """(n_classes,) recall of each class in percent; NaN for a class absent from ``y_true``."""
     y_true, y_pred = _as_long(y_true, "y_true").cpu(), _as_long(y_pred, "y_pred").cpu()
     if y_true.shape != y_pred.shape or len(y_true) == 0:
-        raise ValueError(f"y_true and y_pred must be non-empty and of equal length, got {len(y_true)} and {len(y_pred)}")
+        raise ValueError(
+            f"y_true and y_pred must be non-empty and of equal length, got {len(y_true)} and {len(y_pred)}"
+        )
     n = _n_classes(n_classes, y_true, y_pred)
     total = torch.bincount(y_true, minlength=n).double().numpy()
     correct = torch.bincount(y_true[y_true == y_pred], minlength=n).double().numpy()
@@ -60,7 +64,9 @@ def clip_predictions(patch_probs: torch.Tensor, clip_ids) -> tuple[torch.Tensor,
     """
     if patch_probs.ndim != 2:
         raise ValueError(f"patch_probs must be (patches, classes), got shape {tuple(patch_probs.shape)}")
-    if not torch.allclose(patch_probs.sum(1), torch.ones((), dtype=patch_probs.dtype, device=patch_probs.device), atol=1e-3):
+    if not torch.allclose(
+        patch_probs.sum(1), torch.ones((), dtype=patch_probs.dtype, device=patch_probs.device), atol=1e-3
+    ):
         raise ValueError("patch_probs rows must sum to 1 (softmax probabilities, not logits)")
     clip_ids = _as_long(clip_ids, "clip_ids").to(patch_probs.device)
     if len(clip_ids) != len(patch_probs):
@@ -82,7 +88,9 @@ def clip_metrics(probs_per_clip: torch.Tensor, y_true) -> dict:
     probs = torch.as_tensor(probs_per_clip).detach().cpu()
     y_true = _as_long(y_true, "y_true").cpu()
     if probs.ndim != 2 or len(probs) != len(y_true):
-        raise ValueError(f"probs_per_clip must be (n_clips, classes) with n_clips = {len(y_true)}, got {tuple(probs.shape)}")
+        raise ValueError(
+            f"probs_per_clip must be (n_clips, classes) with n_clips = {len(y_true)}, got {tuple(probs.shape)}"
+        )
     n = probs.shape[1]
     pred = probs.argmax(1)
     top3 = (probs.topk(min(3, n), dim=1).indices == y_true[:, None]).any(1)
@@ -97,8 +105,10 @@ def clip_metrics(probs_per_clip: torch.Tensor, y_true) -> dict:
     }
 
 
-def knn_monitor(embeddings: torch.Tensor, labels, clip_ids, k: int = 200, n_classes: int | None = None, chunk: int = 4096) -> dict:
-    """Leave-own-clip-out kNN classification of clips from L2-normalised patch embeddings (SPEC section 10).
+def knn_monitor(
+    embeddings: torch.Tensor, labels, clip_ids, k: int = 200, n_classes: int | None = None, chunk: int = 4096
+) -> dict:
+    """Leave-own-clip-out kNN classification of clips from L2-normalised patch embeddings (docs/method.md §10).
 
     embeddings (P, D) unit-norm patch embeddings; labels (P,) patch classes (the clip's class); clip_ids (P,).
     Each patch of clip c takes the ``k`` most cosine-similar patches among those not of clip c and votes
@@ -114,7 +124,9 @@ def knn_monitor(embeddings: torch.Tensor, labels, clip_ids, k: int = 200, n_clas
     labels = _as_long(labels, "labels").to(device)
     clip_ids = _as_long(clip_ids, "clip_ids").to(device)
     if not len(labels) == len(clip_ids) == len(embeddings):
-        raise ValueError(f"embeddings, labels, clip_ids lengths differ: {len(embeddings)}, {len(labels)}, {len(clip_ids)}")
+        raise ValueError(
+            f"embeddings, labels, clip_ids lengths differ: {len(embeddings)}, {len(labels)}, {len(clip_ids)}"
+        )
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     n_classes = _n_classes(n_classes, labels)

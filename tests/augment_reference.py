@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 from scipy.ndimage import correlate1d
 
-from uclser_lib.augment import MIX_WITHIN_MIN_FRAMES, AugmentConfig, RandomResizedCrop
+from uclser_lib.augment import AugmentConfig, RandomResizedCrop
 from uclser_lib.data import PATCH_FRAMES
+from uclser_lib.mixback import MIX_WITHIN_MIN_FRAMES
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Deterministic steps, given their parameters
@@ -61,7 +62,9 @@ def spec_augment(spec: np.ndarray, masks, mask_value: str, z=None) -> np.ndarray
     """Masks in order, each (axis "freq" | "time", start, width); ``z`` one (T, F) standard normal per mask for "noise"."""
     spec = spec.copy()
     for k, (axis, start, width) in enumerate(masks):
-        region = (slice(None), slice(start, start + width)) if axis == "freq" else (slice(start, start + width), slice(None))
+        region = (
+            (slice(None), slice(start, start + width)) if axis == "freq" else (slice(start, start + width), slice(None))
+        )
         if mask_value == "zero":
             spec[region] = 0
         elif mask_value == "min":
@@ -110,7 +113,7 @@ def rrc_box(rng: np.random.Generator, shape, scale, ratio, attempts: int = 10) -
 
 
 def augment(spec: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, mean=None, std=None) -> np.ndarray:
-    """The released transform chain on one patch, in SPEC section 6 order."""
+    """The released transform chain on one patch, in docs/method.md §6 order."""
     T, F = spec.shape
     spec = spec.astype(np.float32)
     if cfg.time_shift:

@@ -1,0 +1,193 @@
+"""Rendering the planned clips and writing them in FSDnoisy18k's layout (resumable); reading the truth back."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..data import AUDIO_DIRS, META_DIR, TEST_COLUMNS, TRAIN_COLUMNS
+from ..runtime import PAPER_SEED, write_atomic
+from .dsp import SR
+from .plan import (
+    _AUDIO_STREAM,
+    ASO_IDS,
+    MIXED_IN_DB,
+    SNR_DB,
+    ClipPlan,
+    _rates,
+    _resolve_preset,
+    plan_dataset,
+)
+from .recipes import _active_power, _background, _event, _room
+
+__all__ = ["MANIFEST", "TRUTH_HEADER", "generate", "read_truth", "render_clip"]
+
+TRUTH_HEADER = ("fname", "true_label", "label_state")
+MANIFEST = "course_manifest.json"
+
+
+def render_clip(clip: ClipPlan, seed: int) -> np.ndarray:
+    """The audio of one planned clip: (clip.n_samples,) float32, peak 0.2-0.9, drawn from default_rng([seed, 1, index])."""
+    rng = np.random.default_rng([seed, _AUDIO_STREAM, clip.index])
+    n = clip.n_samples
+    x = _event(clip.true_label, rng, n)
+    if clip.mixed_label is not None:
+        x += 10 ** (rng.uniform(*MIXED_IN_DB) / 20) * _event(clip.mixed_label, rng, n)
+    x = _room(rng, x)
+    snr = rng.uniform(*SNR_DB)
+    y = x + np.sqrt(_active_power(x) / 10 ** (snr / 10)) * _background(rng, n)
+    return (rng.uniform(0.2, 0.9) * y / np.abs(y).max()).astype(np.float32)
+
+
+def _is_complete(path: Path, n_samples: int) -> bool:
+    """Whether ``path`` is a readable 44.1 kHz mono 16-bit WAV of ``n_samples`` frames."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return False
+    return (info.samplerate, info.channels, info.subtype, info.frames) == (SR, 1, "PCM_16", n_samples)
+
+
+def _write_clip(job: tuple[ClipPlan, int, str]) -> None:
+    """Render one clip and write it atomically (temporary name in the same folder, then os.replace)."""
+    clip, seed, folder = job
+    path = Path(folder) / clip.fname
+    part = path.with_name(f".{clip.fname}.{os.getpid()}.part")
+    sf.write(str(part), render_clip(clip, seed), SR, subtype="PCM_16", format="WAV")
+    os.replace(part, path)
+
+
+def _csv_text(header, rows) -> str:
+    lines = [",".join(header)] + [",".join(str(v) for v in row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _claim(root: Path, manifest: dict) -> None:
+    """Write the manifest in an empty root, or check that the one there asks for the same dataset."""
+    path = root / META_DIR / MANIFEST
+    if path.is_file():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored != manifest:
+            diff = {
+                k: (stored.get(k), manifest.get(k))
+                for k in sorted(set(stored) | set(manifest))
+                if stored.get(k) != manifest.get(k)
+            }
+            raise ValueError(
+                f"{root} already holds a course dataset generated with other parameters "
+                f"({', '.join(f'{k}: {a!r} there, {b!r} asked' for k, (a, b) in diff.items())}); "
+                "use another root, or delete this one to regenerate"
+            )
+        return
+    csvs = [root / META_DIR / "train.csv", root / META_DIR / "test.csv"]
+    if any(p.exists() for p in csvs) or any(f for d in AUDIO_DIRS.values() for f in (root / d).glob("*.wav")):
+        raise ValueError(
+            f"{root} already holds audio or metadata without a {MANIFEST} (not made by generate?); use another root"
+        )
+    (root / META_DIR).mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _default_workers() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, 8))
+
+
+def generate(
+    root,
+    preset="course",
+    seed: int = PAPER_SEED,
+    wrong_rate=None,
+    incomplete_rate=None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> Path:
+    """Generate (or finish generating) the course dataset ``preset`` under ``root``; return ``root``.
+
+    Resumable: complete WAVs already there are kept, missing or damaged ones are (re)written, each
+    atomically; the CSVs come last. ``workers`` processes render in parallel (default: the CPUs,
+    at most 8); the files do not depend on it. Raises ``ValueError`` when ``root`` holds a dataset
+    made with other parameters (see ``FSDnoisy18k.meta/course_manifest.json``) or not by this function.
+    """
+    name, cfg = _resolve_preset(preset)
+    wrong, incomplete = _rates(wrong_rate, incomplete_rate)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers = {workers}: expected at least 1 process")
+    clips = plan_dataset(cfg, seed, wrong, incomplete)
+    root = Path(root).expanduser()
+    manifest = {
+        "preset": name,
+        "config": dataclasses.asdict(cfg),
+        "seed": int(seed),
+        "wrong_rate": wrong,
+        "incomplete_rate": incomplete,
+        "uclser_lib": __version__,
+    }
+    _claim(root, json.loads(json.dumps(manifest)))
+    folders = {split: root / d for split, d in AUDIO_DIRS.items()}
+    meta = root / META_DIR
+    for folder in [*folders.values(), meta]:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.part"):  # temporary files left by an interrupted run
+            stale.unlink()
+
+    todo = [
+        (c, int(seed), str(folders[c.split]))
+        for c in clips
+        if not _is_complete(folders[c.split] / c.fname, c.n_samples)
+    ]
+    workers = min(workers or _default_workers(), max(1, len(todo)))
+    with tqdm(
+        total=len(clips),
+        initial=len(clips) - len(todo),
+        unit="clip",
+        desc=f"course dataset {name!r}",
+        disable=not progress,
+    ) as bar:
+        if workers == 1:
+            for job in todo:
+                _write_clip(job)
+                bar.update()
+        else:
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                for _ in pool.map(_write_clip, todo, chunksize=4):
+                    bar.update()
+
+    train = [c for c in clips if c.split == "train"]
+    test = [c for c in clips if c.split == "test"]
+    write_atomic(
+        meta / "train.csv",
+        _csv_text(
+            TRAIN_COLUMNS,
+            [(c.fname, c.label, ASO_IDS[c.label], int(c.manually_verified), int(c.noisy_small)) for c in train],
+        ),
+    )
+    write_atomic(meta / "test.csv", _csv_text(TEST_COLUMNS, [(c.fname, c.label, ASO_IDS[c.label]) for c in test]))
+    write_atomic(
+        meta / "course_truth.csv", _csv_text(TRUTH_HEADER, [(c.fname, c.true_label, c.label_state) for c in clips])
+    )
+    return root
+
+
+def read_truth(root) -> dict[str, tuple[str, str]]:
+    """``{fname: (true_label, label_state)}`` from ``course_truth.csv``; empty for a dataset that has none (FSDnoisy18k)."""
+    path = Path(root) / META_DIR / "course_truth.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != TRUTH_HEADER:
+            raise ValueError(f"{path}: header {reader.fieldnames}, expected {list(TRUTH_HEADER)}")
+        return {row["fname"]: (row["true_label"], row["label_state"]) for row in reader}
