@@ -1,25 +1,44 @@
 """uclser_lib: the helper library of the UCLSER course.
 
 One module per stage of "Unsupervised Contrastive Learning of Sound Event Representations" (Fonseca et al.,
-ICASSP 2021):
+ICASSP 2021); data flows down this list, and a module imports only modules above it
+(``tests/test_layout.py`` checks that there is no import cycle). The method is explained in ``docs/method.md``.
 
-- ``runtime``      device choice, seeds, smoke mode, paths (the one place that decides them)
-- ``coursedata``   the procedural course dataset in FSDnoisy18k's layout
-- ``features``     WAV -> log-mel (frames x 96), torch (batched) and librosa (readable) paths
-- ``data``         FSDnoisy18k/course metadata, splits, HDF5 feature sets, packed clips, ``prepare()``
-- ``views``        patch sampling on packed clips (training, two views, evaluation patches)
-- ``augment``      mix-back and the augmentations as batched tensor ops; ``ViewBuilder``, ``GraphedViews``
-- ``augment_reference`` the per-example chain, for tests and the benchmark baseline only
-- ``models``       encoders (ResNet-18, VGG-like, CRNN), projection head, the authors' published checkpoints
-- ``losses``       NT-Xent (single process and DistributedDataParallel)
-- ``train``        contrastive pre-training: loop, checkpoints, resume, kNN monitor
-- ``evaluate``     kNN monitor, clip-level prediction, balanced accuracy
-- ``downstream``   linear evaluation and fine-tuning
-- ``experiments``  pre-trained vs random init over seeds, label efficiency
-- ``pretrained``   the course's own encoders in ``pretrained/`` (export, sha256-checked loading)
-- ``analysis``     embeddings maps (PCA, t-SNE), retrieval, result tables
+Infrastructure
+- ``runtime``      device, seeds, smoke mode, paths, atomic writes, sha256, torch/torchaudio check (decided here only)
 - ``config``       YAML configs and ``--key value`` overrides for the command line (``python -m uclser_lib``)
-- ``plots``, ``widgets`` figures and the interactive augmentation panel
+
+Files -> features
+- ``data``         FSDnoisy18k's layout (classes, CSVs), metadata, packed clips, HDF5 feature sets, extraction, splits
+- ``features``     WAV -> log-mel (frames x 96), torch (batched) and librosa (readable) paths
+- ``coursedata``   the procedural course dataset written in FSDnoisy18k's layout (``dsp``, ``recipes``, ``plan``,
+  ``writer``)
+- ``datasets``     ``prepare()``: the course dataset or FSDnoisy18k, generated and extracted as needed
+
+Features -> views
+- ``sampling``     random draws on any device from a ``torch.Generator``
+- ``mixback``      mix-back (energy-preserving background mixing)
+- ``augment``      the augmentations as batched ``nn.Module`` s, and ``AugmentConfig`` (the view recipe)
+- ``views``        patches of packed clips, ``ViewBuilder`` (the two views of a batch), ``GraphedViews``
+
+Views -> encoder -> pre-training
+- ``models``       encoders (ResNet-18, VGG-like, CRNN), projection head
+- ``losses``       NT-Xent (single process and DistributedDataParallel)
+- ``checkpoints``  run checkpoints, loaded safely
+- ``metrics``      balanced accuracy, clip-level predictions, the kNN monitor's vote
+- ``embed``        an encoder over every evaluation patch of a set, clip embeddings, the kNN monitor
+- ``train``        contrastive pre-training: the loop, checkpoints, resume
+
+Evaluation
+- ``pretrained``   the course's own encoders in ``pretrained/`` (export, sha256-checked loading)
+- ``released``     the authors' published encoders and the normalisation they expect
+- ``downstream``   linear evaluation and fine-tuning
+- ``experiments``  pre-trained vs random init over seeds, label efficiency, label noise
+- ``results``      results files: summaries over seeds, merging, tables
+- ``analysis``     embedding maps (PCA, t-SNE), nearest clips, retrieval precision
+
+Showing
+- ``plots``, ``widgets`` figures and the interactive augmentation panel of notebook 02
 """
 
 __all__ = ["__version__"]
