@@ -9,8 +9,8 @@ Infrastructure
 - ``config``       YAML configs and ``--key value`` overrides for the command line (``python -m uclser_lib``)
 
 Files -> features
-- ``data``         FSDnoisy18k's layout (classes, CSVs), metadata, packed clips, HDF5 feature sets, extraction, splits
 - ``features``     WAV -> log-mel (frames x 96), torch (batched) and librosa (readable) paths
+- ``data``         FSDnoisy18k's layout (classes, CSVs), metadata, packed clips, HDF5 feature sets, extraction, splits
 - ``coursedata``   the procedural course dataset written in FSDnoisy18k's layout (``dsp``, ``recipes``, ``plan``,
   ``writer``)
 - ``datasets``     ``prepare()``: the course dataset or FSDnoisy18k, generated and extracted as needed
@@ -33,8 +33,8 @@ Evaluation
 - ``pretrained``   the course's own encoders in ``pretrained/`` (export, sha256-checked loading)
 - ``released``     the authors' published encoders and the normalisation they expect
 - ``downstream``   linear evaluation and fine-tuning
-- ``experiments``  pre-trained vs random init over seeds, label efficiency, label noise
 - ``results``      results files: summaries over seeds, merging, tables
+- ``experiments``  pre-trained vs random init over seeds, label efficiency, label noise
 - ``analysis``     embedding maps (PCA, t-SNE), nearest clips, retrieval precision
 
 Showing
