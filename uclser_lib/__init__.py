@@ -32,6 +32,7 @@ Views -> encoder -> pre-training
 Evaluation
 - ``pretrained``   the course's own encoders in ``pretrained/`` (export, sha256-checked loading)
 - ``released``     the authors' published encoders and the normalisation they expect
+- ``baselines``    fair random features (BatchNorm statistics re-estimated), handcrafted band statistics
 - ``downstream``   linear evaluation and fine-tuning
 - ``results``      results files: summaries over seeds, merging, tables
 - ``experiments``  pre-trained vs random init over seeds, label efficiency, label noise
