@@ -30,7 +30,8 @@ from .synthetic import FSD_SIZES
 
 def markdown(res: dict) -> str:
     lines = [
-        f"### {res['date']} — {res['machine'].get('gpu', 'CPU')} ({res['machine']['cpus']} CPUs), torch {res['machine']['torch']}",
+        f"### {res['date']} — {res['machine'].get('gpu', 'CPU')} ({res['machine']['cpus']} CPUs), "
+        f"torch {res['machine']['torch']}",
         f"Command: `{res['command']}`",
         "",
     ]
@@ -45,7 +46,10 @@ def markdown(res: dict) -> str:
         best_of = len(next(iter(f["rounds"].values()))) if f.get("rounds") else 1
         cpu = "fast/w0/cpu" in f  # audio s per CPU s of the process, for the 1-process runs
         columns = ["1 process"] + (["1 process, per CPU second"] if cpu else []) + [f"{w} processes"]
-        title = f"feature extraction ({f['files']} files, {f['audio_seconds']:.0f} s of audio), 1 thread per process, best of {best_of}"
+        title = (
+            f"feature extraction ({f['files']} files, {f['audio_seconds']:.0f} s of audio), "
+            f"1 thread per process, best of {best_of}"
+        )
         lines += [f"| {title} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
 
         def row(label: str, key: str, one: str, fmt: str, unit: str = "") -> str:
@@ -78,7 +82,8 @@ def markdown(res: dict) -> str:
         lines.append("")
     if res["train_step"]:
         lines += [
-            "| step | arch | batch | precision | network clips/s | pipeline clips/s | pipeline/network | views % of step |",
+            "| step | arch | batch | precision | network clips/s | pipeline clips/s | pipeline/network "
+            "| views % of step |",
             "|---|---|---|---|---|---|---|---|",
         ]
     for r in res["train_step"]:
@@ -89,20 +94,22 @@ def markdown(res: dict) -> str:
         )
         prec += ", graphed views" if r.get("graphed_views") else ""
         lines.append(
-            f"| SimCLR | {r['arch']} | {r['batch']} | {prec} | {r['network_clips_s']:.0f} | {r['pipeline_clips_s']:.0f} "
-            f"| {100 * r['pipeline_over_network']:.0f}% | {100 * r['views_fraction_of_step']:.1f}% |"
+            f"| SimCLR | {r['arch']} | {r['batch']} | {prec} | {r['network_clips_s']:.0f} "
+            f"| {r['pipeline_clips_s']:.0f} | {100 * r['pipeline_over_network']:.0f}% "
+            f"| {100 * r['views_fraction_of_step']:.1f}% |"
         )
     k = res.get("knn") or {}
     if k:
         lines += [
             "",
-            f"kNN monitor (k={k['k']}): val {k['sets']['val']['patches']} + test {k['sets']['test']['patches']} patches "
-            f"in {k['val_plus_test_seconds']:.2f} s",
+            f"kNN monitor (k={k['k']}): val {k['sets']['val']['patches']} "
+            f"+ test {k['sets']['test']['patches']} patches in {k['val_plus_test_seconds']:.2f} s",
         ]
     if "loop_vs_vectorised" in k:
         b = k["loop_vs_vectorised"]
         lines[-1] += (
-            f"; per-clip loop on {b['clips']} clips: {b['loop_s']:.2f} s vs {b['vectorised_s']:.3f} s vectorised ({b['speedup']:.0f}x)"
+            f"; per-clip loop on {b['clips']} clips: {b['loop_s']:.2f} s "
+            f"vs {b['vectorised_s']:.3f} s vectorised ({b['speedup']:.0f}x)"
         )
     if res.get("memory"):
         lines += ["", "| section | " + " | ".join(res["memory"]) + " |", "|---|" + "---|" * len(res["memory"])]

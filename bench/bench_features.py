@@ -92,7 +92,9 @@ def _rates(fn, audio_seconds: float, one_thread: bool) -> tuple[float, float]:
 def bench_features(
     device="cpu", n_files: int = 200, max_seconds: float = 30.0, workers: int | None = None, rounds: int = 3
 ) -> dict:
-    """Audio seconds per second of each path, 1 and ``workers`` processes (default: all cores); librosa only where installed.
+    """Audio seconds per second of each path, with 1 and ``workers`` processes (default: all cores).
+
+    librosa's path runs only where librosa is installed.
 
     Every measurement runs ``rounds`` times, the paths taking turns within a round, and the best rate is kept
     (a shared machine's other load only ever slows a run down); the rates of every round are kept under

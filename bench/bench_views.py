@@ -2,8 +2,8 @@
 
 The reference runs as the released code did: a torch ``DataLoader`` over a per-example NumPy/PIL dataset
 (``tests/augment_reference.py``'s ``ReferenceViewDataset``) with 0 and N workers, batches moved to the
-device. The clips are synthetic, with FSDnoisy18k's length distribution (:mod:`bench.synthetic`). One "view" is one augmented
-(1, 101, 96) patch; each clip gives two.
+device. The clips are synthetic, with FSDnoisy18k's length distribution (:mod:`bench.synthetic`). One "view" is
+one augmented (1, 101, 96) patch; each clip gives two.
 
     PYTHONPATH=. python bench/bench_views.py --device cuda --batch-sizes 128 512
 """
@@ -84,7 +84,7 @@ def bench_views(
     batch_sizes=(128, 512),
     n_clips: int = 2000,
     seconds: float = 5.0,
-    workers=(0, os.cpu_count() or 1),
+    workers=None,
     cfg: AugmentConfig | None = None,
     threads: int | None = None,
 ) -> dict[str, float]:
@@ -93,7 +93,10 @@ def bench_views(
     Returns keys ``"batched/b{B}"``, ``"reference/w{W}/b{B}"`` and ``"speedup/w{W}/b{B}"`` (batched over
     reference), plus ``"device"`` and ``"threads"``. ``cfg`` defaults to the paper's config. ``threads``
     sets torch's intra-op CPU threads for the run (on a busy machine 1 can beat the default by far).
+    ``workers``: the DataLoader worker counts of the reference chain (default: 0 and one per core).
     """
+    if workers is None:
+        workers = (0, os.cpu_count() or 1)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

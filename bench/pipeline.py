@@ -48,7 +48,10 @@ def bench_train_step(
     warmup: int = 10,
     steps: int = 30,
 ) -> dict:
-    """Clips/s of one SimCLR step: the network alone (fixed input) and the full pipeline (views on the device + network)."""
+    """Clips/s of one SimCLR step: the network alone (fixed input) and the full pipeline.
+
+    The full pipeline builds the views on the device, then runs the network.
+    """
     device = torch.device(device)
     torch.manual_seed(0)
     packed = fsd_sized_clips(n_clips, device=device)
@@ -105,7 +108,10 @@ def bench_train_step(
 def bench_knn(
     device, k: int = 200, sizes=(FSD_SIZES["val"], FSD_SIZES["test"]), dim: int = 512, baseline_clips: int | None = None
 ) -> dict:
-    """Seconds of the vectorised kNN monitor on val + test sized sets; the per-clip loop baseline on ``baseline_clips`` of val."""
+    """Seconds of the vectorised kNN monitor on val + test sized sets.
+
+    With ``baseline_clips``, also the per-clip loop baseline on that many clips of val.
+    """
     from .knn_baseline import knn_monitor_loop
 
     device = torch.device(device)
@@ -150,7 +156,10 @@ def bench_knn(
 def bench_epochs(
     device, epochs: int = 2, arch: str = "resnet18", batch_size: int = 128, sizes: dict | None = None
 ) -> dict:
-    """The real loop, :func:`uclser_lib.train.pretrain`, on FSDnoisy18k-sized sets: clips/s per epoch and kNN seconds."""
+    """The real loop, :func:`uclser_lib.train.pretrain`, on FSDnoisy18k-sized sets.
+
+    Returns the clips/s of each epoch and the seconds of one kNN evaluation.
+    """
     import numpy as np
 
     from uclser_lib.data import CLASSES, FeatureSet

@@ -59,7 +59,10 @@ def compander(spec: np.ndarray, c: float) -> np.ndarray:
 
 
 def spec_augment(spec: np.ndarray, masks, mask_value: str, z=None) -> np.ndarray:
-    """Masks in order, each (axis "freq" | "time", start, width); ``z`` one (T, F) standard normal per mask for "noise"."""
+    """Masks in order, each (axis "freq" | "time", start, width).
+
+    ``z``: one (T, F) standard normal per mask, for ``mask_value`` "noise".
+    """
     spec = spec.copy()
     for k, (axis, start, width) in enumerate(masks):
         region = (

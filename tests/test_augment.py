@@ -203,7 +203,7 @@ def test_random_crop_box_distribution_follows_spec():
     assert ks_2samp(aspect.numpy(), rboxes[:, 3] / rboxes[:, 2]).pvalue > 1e-3
     assert abs(full.double().mean() - np.mean((rboxes[:, 2] == T) & (rboxes[:, 3] == F))) < 0.03
     # top-left corner uniform over the positions that fit
-    for pos, size, n_pos in ((i, h, T - h), (j, w, F - w)):
+    for pos, n_pos in ((i, T - h), (j, F - w)):
         sel = n_pos >= 10
         u = (pos[sel] + 0.5) / (n_pos[sel] + 1)
         assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.01

@@ -1,4 +1,7 @@
-"""The command line: YAML configs with overrides, clear config errors, pre-training and export end to end (tiny data)."""
+"""The command line: YAML configs with overrides, clear config errors, pre-training and export end to end.
+
+End-to-end runs use the tiny course data.
+"""
 
 import json
 

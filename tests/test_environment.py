@@ -1,4 +1,7 @@
-"""The installed environment is the locked one (requirements.lock), and a torch/torchaudio mismatch is named at import."""
+"""The installed environment is the locked one (requirements.lock).
+
+A torch/torchaudio version mismatch is named at import.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +67,8 @@ def test_installed_packages_are_the_locked_ones():
     assert not wrong, (
         f"this environment differs from {LOCK.name} in {len(wrong)} package(s): "
         + "; ".join(wrong)
-        + ". Run `make install` (it syncs .venv with the lock) or `uv pip sync requirements.lock` in your own environment."
+        + ". Run `make install` (it syncs .venv with the lock) "
+        "or `uv pip sync requirements.lock` in your own environment."
     )
 
 

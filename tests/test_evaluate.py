@@ -33,9 +33,12 @@ def _random_set(n_clips=40, n_classes=6, dim=16, seed=0):
 
 
 def _released_pipeline_embeddings(ref, model_zoo_dir):
-    """Patch embeddings of the reference clips: hop-50 evaluation patches (docs/method.md §4), normalised as the released
-    code does with the clips as training set (mean, and the buggy std sqrt(sum of squares) / N of docs/released-code.md, which
-    VGG_best was trained with), VGG_best.embed, the reference head (eval mode), L2-normalised."""
+    """Patch embeddings of the reference clips: hop-50 evaluation patches (docs/method.md §4).
+
+    Normalised as the released code does with the clips as training set (mean, and the buggy std
+    sqrt(sum of squares) / N of docs/released-code.md, which VGG_best was trained with), then VGG_best.embed,
+    the reference head (eval mode), L2-normalised.
+    """
     clips = torch.from_numpy(ref["clips"])
     data = clips.double()
     mean = data.mean()

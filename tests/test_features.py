@@ -16,7 +16,8 @@ from uclser_lib.features import (
     prepare_waveform,
 )
 
-# docs/released-code.md, Reference outputs: 22,050 Hz clips within 1e-3; the 44,100 Hz clip depends on the resampler: 0.05
+# docs/released-code.md, Reference outputs: 22,050 Hz clips within 1e-3; the 44,100 Hz clip depends on the
+# resampler: 0.05
 TOL = {"clip0_22050": 1e-3, "clip1_22050": 1e-3, "clip2_22050": 1e-3, "clip3_44100": 0.05}
 
 
@@ -89,7 +90,7 @@ def test_extract_many_in_order_with_workers(clips, tmp_path):
     paths = list(clips.values()) + [tmp_path / "missing.wav"]
     results = list(extract_many(paths, workers=2, batch_size=2))
     assert [r[0] for r in results] == list(range(len(paths)))
-    for (i, x, err, sec), p in zip(results[:-1], paths):
+    for (_, x, err, _), p in zip(results[:-1], paths):
         assert err is None and np.allclose(x, extract_logmel(p), atol=1e-4)
     assert results[-1][1] is None and "missing.wav" in results[-1][2]
 

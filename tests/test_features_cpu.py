@@ -1,4 +1,7 @@
-"""The fast feature path on a CPU: soxr or torchaudio resampling, the packed and chunked log-mel, extraction in workers."""
+"""The fast feature path on a CPU: soxr or torchaudio resampling, the packed and chunked log-mel.
+
+Also extraction in DataLoader workers, with unreadable files named.
+"""
 
 import subprocess
 import sys
@@ -150,7 +153,7 @@ def test_bad_files_in_cpu_workers_are_named(wavs, tmp_path):
     sf.write(nan, np.full(3000, np.nan, np.float32), 44100, subtype="FLOAT")
     paths = [corrupt, wavs[0], tmp_path / "missing.wav", nan, wavs[1]]
     results = list(extract_many(paths, workers=2, batch_size=2))
-    for (i, x, err, _), p in zip(results, paths):
+    for (_, x, err, _), p in zip(results, paths):
         if p in wavs:
             assert err is None and x.shape == (1 + len(prepare_waveform(*load_audio(p))) // 220, 96)
         else:

@@ -46,5 +46,6 @@ def test_markdown_cells_are_prose_not_comment_lines(path):
             lines = [line for line in "".join(cell["source"]).splitlines() if line.strip()]
             headings = [line for line in lines if line.startswith("#")]
             assert len(headings) <= 2 and len(lines) > len(headings) or len(lines) == 1, (
-                f"{path.name} cell {i}: {len(headings)} of its {len(lines)} lines start with '#' (a wall of headings): {headings[:2]}"
+                f"{path.name} cell {i}: {len(headings)} of its {len(lines)} lines start with '#' "
+                f"(a wall of headings): {headings[:2]}"
             )

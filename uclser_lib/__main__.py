@@ -104,8 +104,9 @@ def downstream_command(args, overrides: list[str]) -> int:
     }
     write_atomic(out, json.dumps(report, indent=1, default=float))
     print(
-        f"{args.command} {spec} on the {task} task: best epoch {res.best_epoch}, val balanced {res.val['balanced']:.1f}%, "
-        f"test balanced {res.test['balanced']:.1f}% (top-1 {res.test['top1']:.1f}%); metrics in {out}"
+        f"{args.command} {spec} on the {task} task: best epoch {res.best_epoch}, "
+        f"val balanced {res.val['balanced']:.1f}%, test balanced {res.test['balanced']:.1f}% "
+        f"(top-1 {res.test['top1']:.1f}%); metrics in {out}"
     )
     return 0
 
@@ -186,7 +187,8 @@ def evaluate_command(args, argv: list[str]) -> int:
     ]:
         point = "".join(f" {k} {row[k]}" for k in ("fraction", "wrong_rate") if row.get(k) is not None)
         print(
-            f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s}{point} test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})"
+            f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s}{point} "
+            f"test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})"
         )
     print(f"results in {out}")
     return 0
@@ -274,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         "--merge-into",
         default=None,
         metavar="JSON",
-        help="put this run's rows into an earlier results file (same encoder, dataset, epochs), replacing the rows it reran",
+        help="put this run's rows into an earlier results file (same encoder, dataset, epochs), "
+        "replacing the rows it reran",
     )
     ev.add_argument("--device", default=None)
     args, rest = parser.parse_known_args(argv)
@@ -289,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
             course = prepare(args.preset, fsd_root=args.fsd_root, device=args.device)
             print(
-                f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, features in {course.root}"
+                f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, "
+                f"features in {course.root}"
             )
             return 0
         if args.command == "export":

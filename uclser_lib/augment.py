@@ -399,7 +399,10 @@ class Compose(nn.Module):
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None, record: dict | None = None
     ) -> torch.Tensor:
-        """Augment ``x`` (B, T, F), (B, 1, T, F) or (T, F); returns the same shape (``record`` gets (B, T, F) stages)."""
+        """Augment ``x`` (B, T, F), (B, 1, T, F) or (T, F); returns the same shape.
+
+        ``record`` (a dict), if given, receives each step's output as (B, T, F) under the step's name.
+        """
 
         def run(x):
             for step in self.steps.values():
@@ -471,7 +474,10 @@ class AugmentConfig:
 
     @classmethod
     def paper(cls) -> AugmentConfig:
-        """The paper's config: within-clip views, mix-back out of clip (alpha 0.05), crop, compander, noise, normalise."""
+        """The paper's config (the defaults).
+
+        Within-clip views, mix-back out of clip (alpha 0.05), crop, compander, noise, normalise.
+        """
         return cls()
 
     @classmethod

@@ -38,7 +38,10 @@ def read_yaml(path) -> dict:
 
 
 def parse_overrides(args: list[str]) -> dict:
-    """``["--epochs", "10", "--augment.mix_alpha", "0.1"]`` -> ``{"epochs": 10, "augment": {"mix_alpha": 0.1}}`` (values parsed as YAML)."""
+    """Command-line overrides to a nested dict; values are parsed as YAML.
+
+    ``["--epochs", "10", "--augment.mix_alpha", "0.1"]`` -> ``{"epochs": 10, "augment": {"mix_alpha": 0.1}}``.
+    """
     if len(args) % 2:
         raise ConfigError(f"overrides come in '--key value' pairs, got {args}")
     out: dict = {}

@@ -267,11 +267,15 @@ class FeatureSet:
         return self.clips.labels.numpy()
 
     def with_labels(self, labels) -> FeatureSet:
-        """The same clips with other labels (N,) (class indices into ``classes``); the features are shared, not copied."""
+        """The same clips with other labels (N,) (class indices into ``classes``).
+
+        The features are shared, not copied.
+        """
         labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
         if labels.shape != (len(self),) or int(labels.min()) < 0 or int(labels.max()) >= len(self.classes):
             raise ValueError(
-                f"with_labels: expected {len(self)} class indices in [0, {len(self.classes)}), got shape {tuple(labels.shape)}"
+                f"with_labels: expected {len(self)} class indices in [0, {len(self.classes)}), "
+                f"got shape {tuple(labels.shape)}"
             )
         return dataclasses.replace(self, clips=PackedClips(self.clips.data, self.clips.offsets, labels))
 
@@ -294,7 +298,10 @@ class FeatureSet:
 
 
 def feature_stats(packed) -> tuple[float, float]:
-    """Mean and standard deviation over every value of the training features (the correct std, not docs/released-code.md's)."""
+    """Mean and standard deviation over every value of the training features.
+
+    The std is the correct one (population std), not docs/released-code.md's.
+    """
     x = packed.data.double()
     return float(x.mean()), float(x.std(unbiased=False))
 
@@ -422,7 +429,7 @@ def extract_split(
             bar = tqdm(total=len(clips), initial=done, desc=f"log-mel {split}", unit="clip", disable=not progress)
             pending, pending_len = [], []
             with bar:
-                for k, (i, x, err, seconds) in enumerate(extract_many(paths, params, device, workers)):
+                for k, (_, x, err, _) in enumerate(extract_many(paths, params, device, workers)):
                     if err is not None:
                         if on_error == "raise":
                             _flush(f, feats, lengths, pending, pending_len, done + k, skipped)
@@ -459,7 +466,9 @@ def extract_split(
             )
         os.replace(part, out_path)
     if skipped:
-        warnings.warn(f"{out_path}: skipped {len(skipped)} unreadable file(s):\n  " + "\n  ".join(skipped))
+        warnings.warn(
+            f"{out_path}: skipped {len(skipped)} unreadable file(s):\n  " + "\n  ".join(skipped), stacklevel=2
+        )
     return out_path
 
 

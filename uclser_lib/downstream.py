@@ -250,13 +250,15 @@ def _check_sets(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> int:
             raise ValueError(f"the {name} split is empty (no clip left after filtering)")
         if list(fs.classes) != classes:
             raise ValueError(
-                f"the {name} split has classes {fs.classes} but train has {classes}: the splits must share one class list"
+                f"the {name} split has classes {fs.classes} but train has {classes}: "
+                "the splits must share one class list"
             )
         bad = np.flatnonzero((fs.labels < 0) | (fs.labels >= n))
         if len(bad):
             i = int(bad[0])
             raise ValueError(
-                f"the {name} split: clip {fs.fnames[i]!r} has label {int(fs.labels[i])}, expected 0..{n - 1} ({len(bad)} such clips)"
+                f"the {name} split: clip {fs.fnames[i]!r} has label {int(fs.labels[i])}, "
+                f"expected 0..{n - 1} ({len(bad)} such clips)"
             )
     for name in ("train", "val"):
         missing = sorted(set(range(n)) - set(sets[name].labels.tolist()))
@@ -274,7 +276,10 @@ def _check_stats(mean: float, std: float) -> None:
 
 
 def _fresh_linear(in_dim: int, out_dim: int, generator: torch.Generator) -> nn.Linear:
-    """nn.Linear(in_dim, out_dim) with PyTorch's default law (weight and bias ~ U(+-1/sqrt(in_dim))), drawn from ``generator``."""
+    """nn.Linear(in_dim, out_dim) with PyTorch's default law, drawn from ``generator``.
+
+    Weight and bias ~ U(-1/sqrt(in_dim), 1/sqrt(in_dim)).
+    """
     layer = nn.utils.skip_init(nn.Linear, in_dim, out_dim)
     bound = 1.0 / math.sqrt(in_dim)
     with torch.no_grad():
@@ -480,7 +485,8 @@ def finetune(
     old = encoder.classifier()
     if old.in_features != encoder.embedding_dim:
         raise ValueError(
-            f"{type(encoder).__name__}'s classifier takes {old.in_features}-d inputs but its embedding_dim is {encoder.embedding_dim}"
+            f"{type(encoder).__name__}'s classifier takes {old.in_features}-d inputs "
+            f"but its embedding_dim is {encoder.embedding_dim}"
         )
     names = [name for name, child in encoder.named_children() if child is old]
     if not names:

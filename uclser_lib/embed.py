@@ -29,10 +29,11 @@ def embed_eval_patches(
     progress: bool = False,
     desc: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fn`` (e.g. a model in eval mode) on every evaluation patch (hop 50) of ``packed``, normalised with ``mean`` / ``std``.
+    """``fn`` (e.g. a model in eval mode) on every evaluation patch (hop 50) of ``packed``.
 
-    Patches are cut ``clips_per_chunk`` clips at a time (so memory stays bounded on FSDnoisy18k-sized sets) and
-    run ``batch_size`` at a time. Returns the outputs (P, D) float32 and the clip index of each patch (P,), on ``device``.
+    Patches are normalised with ``mean`` / ``std``, cut ``clips_per_chunk`` clips at a time (so memory stays
+    bounded on FSDnoisy18k-sized sets) and run ``batch_size`` at a time. Returns the outputs (P, D) float32 and
+    the clip index of each patch (P,), on ``device``.
     """
     was_training = getattr(fn, "training", False)
     if was_training:
@@ -65,7 +66,9 @@ def clip_embeddings(fn, packed: PackedClips, mean: float, std: float, device=Non
 def knn_evaluate(
     model, sets: dict[str, FeatureSet], mean: float, std: float, k: int = 200, device=None
 ) -> dict[str, float]:
-    """kNN monitor (docs/method.md §10) on each set: ``{"<name>_knn_top1": ..., "<name>_knn_balanced": ...}`` in percent.
+    """kNN monitor (docs/method.md §10) on each set of ``sets``.
+
+    Returns ``{"<name>_knn_top1": ..., "<name>_knn_balanced": ...}`` in percent.
 
     ``model``: encoder + head (pre-training) or any callable (B, 1, 101, 96) -> (B, D), e.g. ``encoder.embed``.
     """

@@ -107,7 +107,10 @@ def label_efficiency(
     device=None,
     progress=False,
 ) -> dict:
-    """``stage`` ("finetune" or "linear") on a fraction of the clean labels (at least one clip per class), pre-trained vs random init."""
+    """``stage`` ("finetune" or "linear") on a fraction of the clean labels, pre-trained vs random init.
+
+    Each fraction keeps at least one clip per class (:func:`~uclser_lib.downstream.subsample_per_class`).
+    """
     train, val, test = task_splits(splits, "clean")
     rows, caches = [], {"pretrained": {}}  # linear evaluation embeds each set once per encoder
     for seed in seeds:
@@ -159,7 +162,9 @@ def label_noise(
     device=None,
     progress=False,
 ) -> dict:
-    """``stage`` ("finetune" or "linear") on the noisy subset relabelled at several wrong-label rates, pre-trained vs random init.
+    """``stage`` ("finetune" or "linear") on the noisy subset relabelled at several wrong-label rates.
+
+    Pre-trained vs random init, as :func:`label_efficiency`.
 
     ``truth``: :func:`~uclser_lib.coursedata.read_truth` of the course dataset. The audio stays as it is (its
     "incomplete" clips keep their second event); only the labels change: the true class, then

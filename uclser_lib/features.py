@@ -241,7 +241,10 @@ class LogMel(torch.nn.Module):
 
 
 def stft_power(wave: torch.Tensor, params: LogMelParams = DEFAULT_PARAMS) -> torch.Tensor:
-    """Power spectrogram |X|^2 of one prepared waveform (N,): (T, n_fft // 2 + 1), time first (step 4 of docs/method.md §3)."""
+    """Power spectrogram |X|^2 of one prepared waveform (N,), step 4 of docs/method.md §3.
+
+    Returns (T, n_fft // 2 + 1), time first.
+    """
     window = torch.hamming_window(params.win_length, periodic=True, device=wave.device)
     spec = torch.stft(
         wave + params.eps,

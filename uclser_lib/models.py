@@ -120,7 +120,10 @@ class ConvBlock(nn.Module):
 
 
 class VGGLike(Encoder):
-    """conv 32,32,32 + pool, 64,64 + pool, 128 + pool; [global max, global avg] (256) -> dense1 512 -> ReLU = embedding."""
+    """conv 32,32,32 + pool, 64,64 + pool, 128 + pool; [global max, global avg] (256) -> dense1 512 -> ReLU.
+
+    The 512-d output of that ReLU is the embedding.
+    """
 
     embedding_dim = 512
 

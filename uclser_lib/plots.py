@@ -34,7 +34,10 @@ __all__ = [
 
 
 def figures_dir() -> Path:
-    """``figures/`` at the repository root; in smoke mode ``build/figures-smoke/`` so tests never overwrite the committed figures."""
+    """``figures/`` at the repository root (created if needed).
+
+    In smoke mode ``build/figures-smoke/``, so tests never overwrite the committed figures.
+    """
     path = REPO_ROOT / ("build/figures-smoke" if smoke_mode() else "figures")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -120,7 +123,10 @@ def dataset_overview(lengths_s: np.ndarray, labels: np.ndarray, clean: np.ndarra
 
 
 def system_figure():
-    """The method at a glance (the paper's system figure, redrawn): clips -> patches -> mix-back -> augment -> encoder -> head -> NT-Xent."""
+    """The method at a glance (the paper's system figure, redrawn).
+
+    clips -> patches -> mix-back -> augment -> encoder -> head -> NT-Xent.
+    """
     fig, ax = plt.subplots(figsize=(12, 3.6))
     ax.set(xlim=(0, 12), ylim=(0, 3.6))
     ax.axis("off")
@@ -245,8 +251,11 @@ def bars(
 
 
 def downstream_curves(histories: dict[str, list[dict]], title: str = ""):
-    """Supervised runs (``DownstreamResult.history`` by run name): training loss, and val (dashed) and test
-    (solid, at the epochs where it was scored) balanced accuracy per epoch, one colour per run, the best validation epoch marked; returns the Figure."""
+    """Supervised runs (``DownstreamResult.history`` by run name): training loss and balanced accuracy per epoch.
+
+    Val is dashed, test solid (at the epochs where it was scored); one colour per run, the best validation
+    epoch marked. Returns the Figure.
+    """
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.5))
     for k, (name, history) in enumerate(histories.items()):
         color = f"C{k}"

@@ -27,7 +27,10 @@ def read_manifest(folder=None) -> dict:
 
 
 def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool = True) -> dict:
-    """Write the encoder of a pre-training ``checkpoint`` to ``<folder>/<name>.pt`` (default ``pretrained/``) and its manifest entry."""
+    """Write the encoder of a pre-training ``checkpoint`` to ``<folder>/<name>.pt`` and its manifest entry.
+
+    ``folder`` defaults to ``pretrained/``.
+    """
     folder = Path(folder or PRETRAINED_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(checkpoint)
@@ -61,7 +64,9 @@ def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool 
 
 
 def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict]:
-    """The encoder ``name`` (eval mode, float32, on ``device``) and its manifest entry plus ``mean`` / ``std`` / ``classes``.
+    """The encoder ``name`` (eval mode, float32, on ``device``) and its manifest entry.
+
+    The entry carries ``mean`` / ``std`` / ``classes``.
 
     Raises ``FileNotFoundError`` for an unknown name or a missing file and ``ValueError`` for a sha256 mismatch
     (a corrupt or replaced file) or weights that do not fit the architecture.

@@ -34,7 +34,9 @@ FSD_NOISY_VALUES = 41.1 * (1 - 0.06) * 3600 * DEFAULT_PARAMS.sr / DEFAULT_PARAMS
 
 
 def released_std(std: float, n_values: float = FSD_NOISY_VALUES) -> float:
-    """The std the released code divides by (docs/released-code.md): sqrt(sum of squared deviations) / N = ``std / sqrt(N)``.
+    """The std the released code divides by (docs/released-code.md).
+
+    That is sqrt(sum of squared deviations) / N = ``std / sqrt(N)``.
 
     ``std``: the correct standard deviation of the training features; ``n_values``: N, the number of values
     they hold. Inputs normalised with it are ``sqrt(N)`` times larger than unit variance, which is what the

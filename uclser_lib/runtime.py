@@ -64,7 +64,10 @@ def smoke_mode() -> bool:
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """The device every stage uses: ``prefer`` or ``UCLSER_DEVICE`` if given, else CUDA when present (GPU ``LOCAL_RANK``), else CPU."""
+    """The device every stage uses.
+
+    ``prefer`` or ``UCLSER_DEVICE`` if given, else CUDA when present (GPU ``LOCAL_RANK``), else CPU.
+    """
     name = prefer or os.environ.get("UCLSER_DEVICE")
     if name:
         dev = torch.device(name)

@@ -11,6 +11,7 @@ random draws come from a generator seeded by (seed, epoch), so they do not depen
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -63,7 +64,8 @@ class PretrainConfig:
             self.augment = AugmentConfig(**self.augment)
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError(
-                f"epochs must be >= 1 and batch_size >= 2 (NT-Xent needs negatives), got {self.epochs}, {self.batch_size}"
+                "epochs must be >= 1 and batch_size >= 2 (NT-Xent needs negatives), "
+                f"got {self.epochs}, {self.batch_size}"
             )
         if self.lr <= 0 or self.temperature <= 0:
             raise ValueError(f"lr and temperature must be > 0, got {self.lr}, {self.temperature}")
@@ -175,10 +177,11 @@ def pretrain(
         try:
             views = GraphedViews(views, local, gen)
         except Exception as err:  # noqa: BLE001 — any capture failure: eager views are slower but the same
-            warnings.warn(f"CUDA-graph capture of the view builder failed, building views eagerly: {err}")
+            warnings.warn(f"CUDA-graph capture of the view builder failed, building views eagerly: {err}", stacklevel=2)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        # each epoch's draws depend on (seed, epoch) only, so a resumed run repeats them; the order is the same on every rank
+        # each epoch's draws depend on (seed, epoch) only, so a resumed run repeats them;
+        # the order is the same on every rank
         order = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
         gen.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)
         perm = torch.randperm(len(train), generator=order, device=device)[: n_batches * cfg.batch_size]
@@ -238,7 +241,7 @@ def pretrain(
                 "std": std,
                 "classes": train.classes,
             }
-            write_atomic(ckpt_path, save=lambda p: torch.save(state, p))
+            write_atomic(ckpt_path, save=functools.partial(torch.save, state))  # save(p) = torch.save(state, p)
             write_metrics(history, run_dir)
         if world > 1:
             torch.distributed.barrier()

@@ -149,7 +149,8 @@ class ViewBuilder:
                 int(torch.searchsorted(packed.offsets, torch.tensor(row, device=packed.offsets.device), right=True)) - 1
             )
             raise ValueError(
-                f"features hold NaN or inf: clip {clip} (frame {row - int(packed.offsets[clip])}) and {len(bad) - 1} more frame(s)"
+                f"features hold NaN or inf: clip {clip} (frame {row - int(packed.offsets[clip])}) "
+                f"and {len(bad) - 1} more frame(s)"
             )
         if chunk_views == "auto":
             chunk_views = CPU_CHUNK_VIEWS if packed.data.device.type == "cpu" else None

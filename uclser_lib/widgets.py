@@ -331,12 +331,15 @@ def pair_gaps(
 
 
 def _panel_source(course_or_clips):
-    """(PackedClips, option labels, audio paths or Nones, default choices) of a Course, FeatureSet, PackedClips or clip list."""
+    """(PackedClips, option labels, audio paths or Nones, default choices) of a panel's source.
+
+    The source is a Course, a FeatureSet, PackedClips or a list of (T, F) clips.
+    """
     meta = getattr(course_or_clips, "meta", None)
     source = getattr(course_or_clips, "train", course_or_clips)
     if isinstance(source, FeatureSet):
         packed, labels = source.clips, source.labels
-        names = [f"{source.classes[l]}: {f}" for l, f in zip(labels, source.fnames)]
+        names = [f"{source.classes[c]}: {f}" for c, f in zip(labels, source.fnames)]
         by_fname = {c.fname: c for c in meta.train} if meta is not None else {}
         paths = [meta.audio_path("train", by_fname[f]) if f in by_fname else None for f in source.fnames]
         pool = np.flatnonzero(source.clean) if source.clean.any() else np.arange(len(source))
@@ -348,7 +351,8 @@ def _panel_source(course_or_clips):
         packed = PackedClips.from_list([_as_clip(c, f"clip {i}") for i, c in enumerate(source)])
     else:
         raise ValueError(
-            f"augmentation_panel expects a Course, a FeatureSet, PackedClips or a list of (T, F) clips, got {type(source).__name__}"
+            "augmentation_panel expects a Course, a FeatureSet, PackedClips or a list of (T, F) clips, "
+            f"got {type(source).__name__}"
         )
     return packed, [f"clip {i}" for i in range(len(packed))], [None] * len(packed), list(range(min(len(packed), 20)))
 

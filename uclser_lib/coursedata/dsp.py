@@ -1,4 +1,7 @@
-"""Signal helpers of the sound recipes: filters, impulses, decays, noises. Lengths in samples at ``SR``, times in seconds."""
+"""Signal helpers of the sound recipes: filters, impulses, decays, noises.
+
+Lengths are in samples at ``SR``, times in seconds.
+"""
 
 from __future__ import annotations
 

@@ -207,7 +207,8 @@ def plan_dataset(preset="course", seed: int = PAPER_SEED, wrong_rate=None, incom
     for i in noisy[n_wrong : n_wrong + n_incomplete]:
         state[i], mixed[i] = "incomplete", _confuser(rng, label[i])
 
-    # noisy_small: per class, the prefix of a random order of its noisy clips whose duration is closest to its clean clips'
+    # noisy_small: per class, the prefix of a random order of its noisy clips whose duration is closest to its
+    # clean clips'
     small = np.zeros(count, dtype=bool)
     for c in CLASSES:
         target = sum(samples[i] for i in range(count) if label[i] == c and split[i] == "train" and verified[i])

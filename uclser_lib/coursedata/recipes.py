@@ -265,7 +265,10 @@ def wind(rng, n) -> np.ndarray:
 
 
 def engine(rng, n) -> np.ndarray:
-    """Engine: a firing pulse train (18-70 Hz, idling or revving, uneven cylinders) plus rumble amplitude-modulated by it."""
+    """Engine: a firing pulse train (18-70 Hz, idling or revving, uneven cylinders).
+
+    Plus a rumble amplitude-modulated by the pulse train.
+    """
     x = np.linspace(0.0, 1.0, n)
     f = _log_uniform(rng, 18, 70) * (1 + rng.uniform(0.02, 0.1) * _smooth_noise(rng, n, _n(rng.uniform(0.2, 1.0))))
     if rng.random() < 0.3:  # revving
@@ -310,7 +313,10 @@ def tearing(rng, n) -> np.ndarray:
 
 
 def squeak(rng, n) -> np.ndarray:
-    """Squeak: short FM chirps (fundamental 300-2500 Hz gliding up to an octave, vibrato, 5 harmonics), sometimes stick-slip."""
+    """Squeak: short FM chirps, sometimes stick-slip.
+
+    Each chirp: fundamental 300-2500 Hz gliding up to an octave, vibrato, 5 harmonics.
+    """
     out = np.zeros(n)
     for start in _onsets(rng, n, rng.uniform(0.5, 3.0)):
         length = min(n - start, _n(rng.uniform(0.08, 0.7)))
@@ -340,7 +346,10 @@ def fart(rng, n) -> np.ndarray:
 
 
 def fireworks(rng, n) -> np.ndarray:
-    """Fireworks: bursts, each a low boom with a bang, often a crackle after it and sometimes a launch whistle before."""
+    """Fireworks: bursts, each a low boom with a bang.
+
+    Often a crackle follows a burst, and sometimes a launch whistle precedes it.
+    """
     out = np.zeros(n)
     for start in _onsets(rng, n, rng.uniform(0.3, 1.2)):
         if rng.random() < 0.25:  # launch whistle

@@ -38,7 +38,10 @@ MANIFEST = "course_manifest.json"
 
 
 def render_clip(clip: ClipPlan, seed: int) -> np.ndarray:
-    """The audio of one planned clip: (clip.n_samples,) float32, peak 0.2-0.9, drawn from default_rng([seed, 1, index])."""
+    """The audio of one planned clip: (clip.n_samples,) float32, peak 0.2-0.9.
+
+    Drawn from ``default_rng([seed, 1, clip.index])``.
+    """
     rng = np.random.default_rng([seed, _AUDIO_STREAM, clip.index])
     n = clip.n_samples
     x = _event(clip.true_label, rng, n)
@@ -182,7 +185,10 @@ def generate(
 
 
 def read_truth(root) -> dict[str, tuple[str, str]]:
-    """``{fname: (true_label, label_state)}`` from ``course_truth.csv``; empty for a dataset that has none (FSDnoisy18k)."""
+    """``{fname: (true_label, label_state)}`` from ``course_truth.csv``.
+
+    Empty for a dataset that has no such file (FSDnoisy18k).
+    """
     path = Path(root) / META_DIR / "course_truth.csv"
     if not path.is_file():
         return {}
