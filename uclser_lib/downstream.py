@@ -8,16 +8,16 @@ those of that epoch.
 - :func:`linear_eval`: the encoder is frozen IN EVAL MODE (the released code left BatchNorm in train
   mode, docs/released-code.md) and only a linear layer is trained. Since nothing changes the embeddings, every
   evaluation patch (starts 0, 50, 100, ...) of every clip is embedded once; each epoch then draws one of
-  a clip's cached patches, so the whole evaluation costs one pass of the encoder plus seconds. (The
-  training patch start is thus drawn on the 50-frame evaluation grid rather than uniformly, docs/method.md §4.)
+  a clip's cached patches, so the encoder runs once per set and the epochs train only the linear layer.
+  (The training patch start is thus drawn on the 50-frame evaluation grid rather than uniformly,
+  docs/method.md §4.)
 - :func:`finetune`: a copy of the encoder with a fresh classifier is trained end to end on one random
-  patch per clip per epoch (docs/method.md §4's start law); bf16 autocast and channels_last on CUDA. The
-  fresh classifier is first fitted on the frozen encoder (a linear evaluation, ``probe_epochs``), then the
-  whole network is fine-tuned from it ("LP-FT"). Without that probe, the classifier on the CRNN's small
-  64-d embedding (mean squared norm about 8, against 275-500 for the VGG-like and the ResNet-18) barely
-  moves at lr 0.01 in the few steps of the clean task (152 clips = 2 steps per epoch): the pre-trained
-  CRNN underfits and ends below training from scratch. With the probe it ends 23 points above; the
-  ResNet-18 and the VGG-like lose 4-8 points to it there (README, results). ``probe_epochs=0``: docs/method.md §9.
+  patch per clip per epoch (docs/method.md §4's start law); bf16 autocast and channels_last on CUDA. With
+  ``probe_epochs`` > 0 (the default) the fresh classifier is first fitted on the frozen encoder (a linear
+  evaluation of ``probe_epochs`` epochs), then the whole network is fine-tuned from it ("LP-FT"), so that a
+  classifier on a small embedding does not start the few steps of a small task from random weights.
+  ``probe_epochs=0`` starts from the fresh classifier, as docs/method.md §9. The measured effect of the probe
+  on the course's tasks: README (results) and bench/RESULTS.md.
 
 Tasks (docs/method.md §2): :func:`task_splits` picks (train, val, test) among :func:`~uclser_lib.data.paper_splits`.
 """
@@ -81,10 +81,9 @@ class SupervisedConfig:
     milestones: list[int] = field(default_factory=lambda: [80, 160])
     gamma: float = 0.1
     seed: int = PAPER_SEED
-    #: False: score the test set only at epochs that improve validation. The reported test score is the same
-    #: (it is the one at the best validation epoch), ``history`` then has ``test_*`` at those epochs only. On
-    #: few training clips the test pass is most of an epoch: the CRNN's CPU epochs on the course's clean task
-    #: went from about 20 s to 8-10 s (progress bars of ``evaluate``, 1 thread, two runs side by side).
+    #: False: score the test set only at epochs that improve validation, skipping the test pass at the
+    #: others. The reported test score is the same (it is the one at the best validation epoch); ``history``
+    #: then has ``test_*`` at those epochs only.
     test_every_epoch: bool = True
 
     def __post_init__(self) -> None:
@@ -114,8 +113,8 @@ class FinetuneConfig(SupervisedConfig):
 
     ``probe_epochs``: before fine-tuning, the fresh classifier is trained for that many epochs on the frozen
     encoder by :func:`linear_eval` (linear evaluation's lr 0.1, lr x0.1 at 40 % and 80 % of them, the epoch
-    of best validation accuracy kept); 0 starts fine-tuning from the fresh classifier (docs/method.md §9), with
-    which a pre-trained CRNN fine-tuned on the course's 152 clean clips underfits (README, results).
+    of best validation accuracy kept); 0 starts fine-tuning from the fresh classifier (docs/method.md §9, the
+    released recipe).
     """
 
     lr: float = 0.01

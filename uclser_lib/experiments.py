@@ -5,8 +5,9 @@ fine-tuning on both downstream tasks (noisy labels; few clean labels) from the p
 from a random initialisation of the same architecture, for several seeds, and summarises the test
 balanced accuracy at the best validation epoch as mean and spread. :func:`label_efficiency` does the
 same for a growing fraction of the clean labels, and :func:`label_noise` for noisy labels relabelled at
-several wrong-label rates (course dataset only: it needs the true classes); both by fine-tuning or, in
-seconds on a CPU, by linear evaluation (``stage="linear"``).
+several wrong-label rates (course dataset only: it needs the true classes); both by fine-tuning or by
+linear evaluation (``stage="linear"``: the frozen encoder embeds each set once, then only a linear layer
+trains).
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ class LogMelParams:
     peak_offset: float = 0.005  # y / (max|y| + peak_offset)
     eps: float = 1.1e-8  # added to the waveform before the STFT and to the mel energies before log10
     # torchaudio's Kaiser-windowed sinc resampler, used where soxr is absent, tuned to follow librosa's default
-    # soxr "HQ" filter, which the released features used: within 0.01 log10 units of them on the 44.1 kHz clip
+    # soxr "HQ" filter, which the released features used (tests/test_features_cpu.py holds both resamplers to the
+    # released features: within 0.05 log10 units on the 44.1 kHz reference clip)
     resample_width: int = 64
     resample_rolloff: float = 0.96
     resample_beta: float = 10.0
@@ -90,7 +91,7 @@ class AudioError(ValueError):
 
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read a sound file as float32 mono in [-1, 1] (stereo is averaged); return ``(samples (N,), rate in Hz)``."""
-    import soundfile as sf  # imported here: training code (and the GPU machine) needs no audio I/O
+    import soundfile as sf  # imported here: training code needs no audio I/O package
 
     path = Path(path)
     if not path.is_file():
@@ -112,7 +113,7 @@ RESAMPLERS = ("auto", "soxr", "torchaudio")
 
 @functools.cache
 def _soxr():
-    """The soxr module, or None where it is not installed (the GPU machine)."""
+    """The soxr module, or None where it is not installed."""
     try:
         import soxr
     except ImportError:
@@ -134,7 +135,7 @@ def resampler_in_use(resampler: str = "auto") -> str:
 def resample(y, sr: int, params: LogMelParams = DEFAULT_PARAMS, resampler: str = "auto") -> torch.Tensor:
     """Resample a mono clip ``y`` (N,) from ``sr`` Hz to ``params.sr``: float32 (ceil(N * params.sr / sr),).
 
-    ``"soxr"``: soxr's "HQ" filter, what ``librosa.resample`` does by default (a C library, fast on a CPU);
+    ``"soxr"``: soxr's "HQ" filter, what ``librosa.resample`` does by default (needs the ``soxr`` package);
     ``"torchaudio"``: a Kaiser-windowed sinc (``params.resample_*``) tuned to follow it; ``"auto"``: soxr
     when importable.
     """

@@ -237,8 +237,8 @@ class ViewBuilder:
 class GraphedViews:
     """A :class:`ViewBuilder` captured in a CUDA graph for one batch size: a batch of views is one graph replay.
 
-    Building views is ~60 small kernels whose launch cost (about 3 ms a batch on an H200, whatever the batch
-    size) rivals a training step; replaying a captured graph launches them all at once. ``generator`` (a
+    Building a batch of views is ~60 small kernels, each launched separately in eager mode; a graph replay
+    launches them all at once, for one fixed batch size. ``generator`` (a
     CUDA generator) is registered with the graph, so re-seeding it (``generator.manual_seed``) changes the
     draws of later replays as it would in eager mode. The returned views live in the graph's static buffer:
     use them before the next call. Same contract as ``ViewBuilder.__call__`` for batches of ``batch_size``.

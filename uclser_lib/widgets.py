@@ -242,8 +242,8 @@ def nonneg_lstsq(A: np.ndarray, B: np.ndarray, n_iter: int = 100) -> np.ndarray:
     """Non-negative X (n, k) approximately minimising ||A X - B||^2 for non-negative A (m, n), B (m, k).
 
     Lee and Seung's multiplicative updates from X = A^T B: each step multiplies X by A^T B / (A^T A X),
-    so X stays non-negative. On a 1 s mel patch (1025 x 101 unknowns) a hundred steps fit at least as
-    closely as librosa's L-BFGS-B ``nnls``, in tens of milliseconds instead of seconds.
+    so X stays non-negative. ``n_iter`` steps; more steps approach the non-negative least-squares optimum
+    (the problem librosa's ``nnls`` solves with L-BFGS-B). Returns X as float64.
     """
     A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
     if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
@@ -264,7 +264,7 @@ def logmel_to_audio(logmel, n_iter: int = 32, seed: int = 0, params: LogMelParam
     The steps of librosa's ``mel_to_audio`` with the feature parameters (docs/method.md §3: n_fft 2048,
     hop 220, periodic Hamming of 660, centred reflect frames, Slaney mel without normalisation,
     50-10,500 Hz, power 2): the mel power is mapped back to an STFT power by non-negative least squares
-    (:func:`nonneg_lstsq`, in place of librosa's slow ``nnls``), then ``n_iter`` Griffin-Lim iterations
+    (:func:`nonneg_lstsq`, in place of librosa's ``nnls``), then ``n_iter`` Griffin-Lim iterations
     (``librosa.griffinlim``) run from random phases drawn with ``seed`` (``mel_to_audio`` cannot be seeded).
     """
     import librosa

@@ -116,7 +116,7 @@ class CoursePreset:
             raise ValueError(f"{self}: long_fraction must be in [0, 1], and > 0 only with max_seconds > {_LONG_CLIP_S}")
 
 
-#: ``tiny``: CI and smoke runs (160 clips of 0.3-3 s, seconds to make). ``course``: the default, 2,200 clips,
+#: ``tiny``: CI and smoke runs (160 clips of 0.3-3 s). ``course``: the default, 2,200 clips,
 #: 37 min, about 190 MB: clean train = 10% of the 1,800 train clips, 400 test clips, classes 3x imbalanced.
 PRESETS: dict[str, CoursePreset] = {
     "tiny": CoursePreset(2, 4, 2, imbalance=1.0, median_seconds=0.8, length_sigma=0.6, max_seconds=3.0),
