@@ -21,6 +21,16 @@ def test_released_std_is_the_released_formula(reference):
     assert expected < std / 100  # inputs end up hundreds of times too large
 
 
+def test_released_std_is_the_released_formula_on_any_features():
+    """The same identity on synthetic features of two clips, computed from the formula in float64."""
+    rng = np.random.default_rng(0)
+    clips = [rng.normal(-3.0, 1.5, (t, 96)).astype(np.float32) for t in (101, 250)]
+    values = np.concatenate(clips).astype(np.float64)
+    expected = float(np.sqrt(((values - values.mean()) ** 2).sum()) / values.size)
+    _, std = feature_stats(PackedClips.from_list(clips))
+    assert released.released_std(std, values.size) == pytest.approx(expected, rel=1e-9)
+
+
 def test_released_std_default_is_fsdnoisy18k_sized():
     # 38.6 h of noisy train: about 13.9 M frames of 96 bands
     assert 1.2e9 < released.FSD_NOISY_VALUES < 1.5e9

@@ -79,7 +79,7 @@ def test_channels_last_gives_same_output(arch):
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_projection_head_and_contrastive_model(reference):
+def test_projection_head_and_contrastive_model():
     torch.manual_seed(0)
     encoder = build_encoder("crnn").eval()
     head = ProjectionHead(encoder.embedding_dim).eval()
@@ -88,6 +88,9 @@ def test_projection_head_and_contrastive_model(reference):
     assert z.shape == (3, 512)
     torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
     assert model.encoder is encoder
+
+
+def test_released_projection_head_loads(reference):
     # the released head's `proj.net1.*` weights load by stripping "proj."
     ref = reference("knn_monitor")
     released = {k.removeprefix("proj."): torch.from_numpy(ref[k]) for k in ref.files if k.startswith("proj.")}
@@ -113,6 +116,16 @@ def test_save_load_round_trip(arch, tmp_path):
         torch.testing.assert_close(load_released_encoder(arch, path, n_classes=5)(x), model(x), atol=0, rtol=0)
 
 
+def test_wrong_architecture_names_the_keys_of_any_checkpoint(tmp_path):
+    path = tmp_path / "vgg.pth"  # not a released name: no sha256 check
+    torch.save(build_encoder("vgglike").state_dict(), path)
+    with pytest.raises(ValueError, match=r"'crnn'.*missing keys.*rnn1") as err:
+        load_released_encoder("crnn", path)
+    assert str(path) in str(err.value) and "unexpected keys 22 ['conv0.bn.bias'" in str(err.value)
+    with pytest.raises(ValueError, match=r"shape mismatches 2 \['dense_out.bias', 'dense_out.weight'\]"):
+        load_released_encoder("vgglike", path, n_classes=10)
+
+
 def test_wrong_architecture_names_the_keys(model_zoo_dir):
     with pytest.raises(ValueError, match=r"'crnn'.*missing keys.*rnn1") as err:
         load_released_encoder("crnn", model_zoo_dir / "VGG_best.pth")
@@ -127,11 +140,23 @@ def test_released_sha256(model_zoo_dir):
     )
 
 
-def test_sha256_mismatch_says_expected_and_got(model_zoo_dir, tmp_path):
+def test_sha256_mismatch_says_expected_and_got(tmp_path):
     fake = tmp_path / "VGG_best.pth"  # a known name with other contents
     torch.save(build_encoder("vgglike").state_dict(), fake)
     with pytest.raises(ValueError, match=r"sha256 mismatch, expected 61fde9cd.*, got [0-9a-f]{64}"):
         load_released_encoder("vgglike", fake)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.02])
+def test_truncated_own_checkpoint_names_the_path(tmp_path, cut):
+    whole = tmp_path / "whole.pth"
+    torch.save(build_encoder("crnn").state_dict(), whole)
+    data = whole.read_bytes()
+    bad = tmp_path / "crnn_copy.pth"
+    bad.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(ValueError, match="truncated or corrupt") as err:
+        load_released_encoder("crnn", bad)
+    assert str(bad) in str(err.value)
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.02])
@@ -144,7 +169,7 @@ def test_truncated_checkpoint_names_the_path(model_zoo_dir, tmp_path, cut):
     assert str(bad) in str(err.value)
 
 
-def test_corrupt_checkpoint_and_non_state_dict(tmp_path, model_zoo_dir):
+def test_corrupt_checkpoint_and_non_state_dict(tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all" * 10)
     with pytest.raises(ValueError, match="garbage.pth"):
@@ -155,6 +180,9 @@ def test_corrupt_checkpoint_and_non_state_dict(tmp_path, model_zoo_dir):
         load_released_encoder("vgglike", tensor_only)
     with pytest.raises(FileNotFoundError):
         load_released_encoder("vgglike", tmp_path / "missing.pth")
+
+
+def test_copy_of_released_file_passes_sha256(tmp_path, model_zoo_dir):
     # a copy of the real file under its real name passes the sha256 check
     shutil.copy(model_zoo_dir / "VGG_best.pth", tmp_path / "VGG_best.pth")
     assert load_released_encoder("vgglike", tmp_path / "VGG_best.pth").embedding_dim == 512
