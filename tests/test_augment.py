@@ -552,5 +552,4 @@ def test_bench_smoke():
     threads = torch.get_num_threads()
     out = bench_views("cpu", batch_sizes=(4,), n_clips=12, seconds=0.05, workers=(0,), threads=1)
     assert out["threads"] == 1 and torch.get_num_threads() == threads
-    assert out["batched/b4"] > 0 and out["reference/w0/b4"] > 0
     assert math.isclose(out["speedup/w0/b4"], out["batched/b4"] / out["reference/w0/b4"])

@@ -5,6 +5,7 @@ End-to-end runs use the tiny course data.
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,7 +198,14 @@ def test_downstream_commands(tmp_path, command, extra):
     )
     report = json.loads(out.read_text())
     assert report["dataset"] == "course_tiny" and len(report["history"]) == 2 and 1 <= report["best_epoch"] <= 2
-    assert 0 <= report["test"]["balanced"] <= 100 and len(report["test_per_class"]) == 20
+    # the selected epoch is the first of best validation balanced accuracy, and its scores are the ones reported
+    vals = [h["val_balanced"] for h in report["history"]]
+    assert report["best_epoch"] == vals.index(max(vals)) + 1
+    best = report["history"][report["best_epoch"] - 1]
+    assert report["val"]["balanced"] == best["val_balanced"] and report["test"]["balanced"] == best["test_balanced"]
+    # balanced accuracy = mean recall over the test set's classes (NaN for a class without test clips)
+    assert len(report["test_per_class"]) == 20
+    assert report["test"]["balanced"] == pytest.approx(np.nanmean(list(report["test_per_class"].values())))
 
 
 def test_downstream_config_errors(capsys):
