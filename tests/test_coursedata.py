@@ -99,8 +99,9 @@ def test_layout_headers_and_truth(tiny):
     assert sorted(r["fname"] for r in truth) == sorted(labels)
     verified = {r["fname"] for r in train if r["manually_verified"] == "1"} | {r["fname"] for r in test}
     for r in truth:
-        assert r["label_state"] in ("clean", "wrong", "incomplete")
-        assert (r["true_label"] != labels[r["fname"]]) == (r["label_state"] == "wrong")
+        assert r["label_state"] in ("clean", "wrong", "oov", "incomplete")
+        assert (r["true_label"] != labels[r["fname"]]) == (r["label_state"] in ("wrong", "oov"))
+        assert (r["true_label"] in CLASSES) == (r["label_state"] != "oov")  # out of vocabulary: no class sounds
         if r["fname"] in verified:
             assert r["label_state"] == "clean"
 
@@ -134,7 +135,8 @@ def test_split_proportions_on_disk(tiny):
     truth = Counter(
         r["label_state"] for r in _rows(tiny, "course_truth.csv") if r["fname"] in {n["fname"] for n in noisy}
     )
-    assert (truth["wrong"], truth["incomplete"]) == (round(0.4 * len(noisy)), round(0.2 * len(noisy)))
+    expected = [round(rate * len(noisy)) for rate in (cd.WRONG_RATE, cd.OOV_RATE, cd.INCOMPLETE_RATE)]
+    assert [truth["wrong"], truth["oov"], truth["incomplete"]] == expected
 
 
 def test_course_plan_proportions():
@@ -152,24 +154,39 @@ def test_course_plan_proportions():
     assert small == pytest.approx(sum(c.seconds for c in clean), rel=0.05)
     assert {c.label for c in noisy if c.noisy_small} == set(CLASSES)
     seconds = np.array([c.seconds for c in clips])
-    assert seconds.min() >= 0.3 and seconds.max() <= 30 and (seconds > 8).sum() >= 5
-    assert 0.8 <= seconds.mean() <= 1.3 and np.median(seconds) < 1.0  # mostly short
-    assert 2 * sum(c.n_samples for c in clips) <= 210e6  # bytes of 16-bit audio
+    # lengths spread over FSDnoisy18k's 0.3-30 s (its mean: 8.3 s), most clips long enough for two distinct patches
+    assert seconds.min() >= 0.3 and seconds.max() <= 30 and (seconds > 20).sum() >= 10 and (seconds < 1).sum() >= 5
+    assert 5 <= seconds.mean() <= 9
+    frames = np.array([1 + c.n_samples // 2 // 220 for c in noisy])  # log-mel frames at 22,050 Hz, hop 220
+    assert np.mean(frames >= 2 * 101) >= 0.8
+    assert 2 * sum(c.n_samples for c in clips) <= 1.3e9  # bytes of 16-bit audio (1.25 GB)
     assert [c.index for c in clips] == list(range(len(clips)))
     assert [c.split for c in clips] == ["train"] * len(train) + ["test"] * len(test)
 
 
-@pytest.mark.parametrize("wrong_rate, incomplete_rate", [(None, None), (0.1, 0.3), (0.0, 0.0)])
-def test_label_noise_rate_and_structure(wrong_rate, incomplete_rate):
-    clips = cd.plan_dataset("course", seed=SEED, wrong_rate=wrong_rate, incomplete_rate=incomplete_rate)
+@pytest.mark.parametrize(
+    "wrong_rate, incomplete_rate, oov_rate", [(None, None, None), (0.1, 0.3, 0.2), (0.0, 0.0, 0.0)]
+)
+def test_label_noise_rate_and_structure(wrong_rate, incomplete_rate, oov_rate):
+    clips = cd.plan_dataset(
+        "course", seed=SEED, wrong_rate=wrong_rate, incomplete_rate=incomplete_rate, oov_rate=oov_rate
+    )
     noisy = [c for c in clips if c.split == "train" and not c.manually_verified]
     wrong = [c for c in noisy if c.label_state == "wrong"]
+    oov = [c for c in noisy if c.label_state == "oov"]
     incomplete = [c for c in noisy if c.label_state == "incomplete"]
     expect_wrong = cd.WRONG_RATE if wrong_rate is None else wrong_rate
     expect_incomplete = cd.INCOMPLETE_RATE if incomplete_rate is None else incomplete_rate
+    expect_oov = cd.OOV_RATE if oov_rate is None else oov_rate
     assert abs(len(wrong) / len(noisy) - expect_wrong) <= 1 / len(noisy)
+    assert abs(len(oov) / len(noisy) - expect_oov) <= 1 / len(noisy)
     assert abs(len(incomplete) / len(noisy) - expect_incomplete) <= 1 / len(noisy)
     assert all(c.true_label != c.label and c.mixed_label is None for c in wrong)
+    assert all(c.true_label in cd.OOV_RECIPES and c.mixed_label is None for c in oov)
+    if wrong_rate is None:  # noise rates differ between classes (weights 0.25-1.75): the noisiest class has
+        per_class = Counter(c.label for c in wrong + oov)  # several times the corrupted share of the cleanest
+        share = [per_class[k] / sum(c.label == k for c in noisy) for k in CLASSES]
+        assert max(share) >= 3 * min(share) and max(share) > 0.5
     assert all(c.true_label == c.label and c.mixed_label not in (None, c.label) for c in incomplete)
     assert all(
         c.label_state == "clean" and c.mixed_label is None for c in clips if c.manually_verified or c.split == "test"
@@ -237,7 +254,7 @@ def test_root_not_made_by_generate_raises(tmp_path):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="preset"):
         cd.plan_dataset("huge")
-    for rates in ((-0.1, 0.2), (0.7, 0.5), (1.5, 0.0)):
+    for rates in ((-0.1, 0.2), (0.7, 0.5), (1.5, 0.0), (0.5, 0.4)):  # the last: with the default oov_rate, > 1
         with pytest.raises(ValueError, match="wrong_rate"):
             cd.plan_dataset("tiny", wrong_rate=rates[0], incomplete_rate=rates[1])
     with pytest.raises(ValueError, match="workers"):

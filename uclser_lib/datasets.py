@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .coursedata import generate
+from .coursedata import DATASET_VERSION, generate
 from .data import DatasetMeta, FeatureSet, extract_split, load_features, paper_splits, read_meta
 from .runtime import PAPER_SEED, data_root, smoke_mode
 
@@ -45,7 +45,7 @@ def prepare(preset: str | None = None, fsd_root=None, features_dir=None, device=
         features_dir = Path(features_dir or data_root() / name / "features")
     else:
         preset = preset or ("tiny" if smoke_mode() else "course")
-        name = f"course_{preset}"
+        name = f"course{DATASET_VERSION}_{preset}"
         root = generate(data_root() / name, preset=preset, progress=progress)
         features_dir = Path(features_dir or root / "features")
     meta = read_meta(root)

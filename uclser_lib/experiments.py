@@ -168,7 +168,8 @@ def label_noise(
     Pre-trained vs random init, as :func:`label_efficiency`.
 
     ``truth``: :func:`~uclser_lib.coursedata.read_truth` of the course dataset. The audio stays as it is (its
-    "incomplete" clips keep their second event); only the labels change: the true class, then
+    "incomplete" clips keep their second event; out-of-vocabulary clips are left out); only the labels change: the
+    true class, then
     :func:`~uclser_lib.coursedata.relabel` at each rate. Selection on the clean subset, test on test.
     """
     from .coursedata import relabel
@@ -179,6 +180,10 @@ def label_noise(
         raise ValueError(
             f"label_noise needs the true class of every noisy clip; {len(missing)} missing, e.g. {missing[:3]}"
         )
+    # clips whose sound is of no class (out of vocabulary) have no true label to corrupt: they are left out
+    keep = [i for i, f in enumerate(train.fnames) if truth[f][0] in train.classes]
+    if len(keep) < len(train.fnames):
+        train = train.subset(keep)
     true = [truth[f][0] for f in train.fnames]
     rows, caches = (
         [],

@@ -29,10 +29,13 @@ from __future__ import annotations
 from .dsp import SAMPLE_RATE, SR
 from .plan import (
     ASO_IDS,
+    CLASS_NOISE_SPREAD,
     CONFUSABLE_PAIRS,
+    DATASET_VERSION,
     INCOMPLETE_RATE,
     NEIGHBOUR_SHARE,
     NEIGHBOURS,
+    OOV_RATE,
     PRESETS,
     WRONG_RATE,
     ClipPlan,
@@ -40,11 +43,15 @@ from .plan import (
     plan_dataset,
     relabel,
 )
-from .recipes import RECIPES, synthesize
+from .recipes import OOV_RECIPES, RECIPES, synthesize
 from .writer import MANIFEST, TRUTH_HEADER, generate, read_truth, render_clip
 
 __all__ = [
     "ASO_IDS",
+    "CLASS_NOISE_SPREAD",
+    "DATASET_VERSION",
+    "OOV_RATE",
+    "OOV_RECIPES",
     "CONFUSABLE_PAIRS",
     "INCOMPLETE_RATE",
     "MANIFEST",

@@ -9,9 +9,13 @@ import numpy as np
 from ..data import CLASSES
 from ..runtime import PAPER_SEED
 from .dsp import SR, _log_uniform
+from .recipes import OOV_RECIPES
 
 __all__ = [
     "ASO_IDS",
+    "CLASS_NOISE_SPREAD",
+    "DATASET_VERSION",
+    "OOV_RATE",
     "CONFUSABLE_PAIRS",
     "ClipPlan",
     "CoursePreset",
@@ -77,9 +81,17 @@ NEIGHBOURS: dict[str, tuple[str, ...]] = {
 
 #: Share of corrupted labels whose other class is a confusable neighbour (the rest: any other class).
 NEIGHBOUR_SHARE = 0.8
-#: Default label-noise rates of the noisy subset, close to FSDnoisy18k's (~60% wrong or incomplete).
-WRONG_RATE = 0.4
+#: Version of the generator: a dataset made by another version lives in another folder (``course<version>_<preset>``).
+DATASET_VERSION = 2
+#: Default label-noise shares of the noisy subset, close to FSDnoisy18k's (about 60% of its noisy labels are wrong or
+#: incomplete, and many wrong ones are out of vocabulary): labels naming another class than the one that sounds,
+#: labels on clips whose sound is of none of the 20 classes, and labels missing a second class that also sounds.
+WRONG_RATE = 0.25
+OOV_RATE = 0.15
 INCOMPLETE_RATE = 0.2
+#: Wrong and out-of-vocabulary labels are drawn with a per-class weight spread evenly over this range (mean 1,
+#: assigned to the classes in a random order), so noise rates differ between classes, as on the web.
+CLASS_NOISE_SPREAD = (0.25, 1.75)
 #: Event-to-background ratio, dB (uniform), and the mixed-in event's level for incomplete labels, dB.
 SNR_DB = (3.0, 30.0)
 MIXED_IN_DB = (-8.0, 0.0)
@@ -116,11 +128,12 @@ class CoursePreset:
             raise ValueError(f"{self}: long_fraction must be in [0, 1], and > 0 only with max_seconds > {_LONG_CLIP_S}")
 
 
-#: ``tiny``: CI and smoke runs (160 clips of 0.3-3 s). ``course``: the default, 2,200 clips,
-#: 37 min, about 190 MB: clean train = 10% of the 1,800 train clips, 400 test clips, classes 3x imbalanced.
+#: ``tiny``: CI and smoke runs (160 clips of 0.3-5 s, seconds to make). ``course``: the default: 1,980 clips
+#: (180 clean and 1,400 noisy train clips, 400 test clips; classes 3x imbalanced) whose lengths spread over
+#: 0.3-30 s like FSDnoisy18k's (median 5 s), so most clips hold two or more distinct 1 s patches.
 PRESETS: dict[str, CoursePreset] = {
-    "tiny": CoursePreset(2, 4, 2, imbalance=1.0, median_seconds=0.8, length_sigma=0.6, max_seconds=3.0),
-    "course": CoursePreset(9, 81, 20, imbalance=3.0, median_seconds=0.68, length_sigma=0.9, long_fraction=0.008),
+    "tiny": CoursePreset(2, 4, 2, imbalance=1.0, median_seconds=2.5, length_sigma=0.5, max_seconds=5.0),
+    "course": CoursePreset(9, 70, 20, imbalance=3.0, median_seconds=5.0, length_sigma=0.9),
 }
 
 
@@ -133,7 +146,8 @@ class ClipPlan:
     split: str  # "train" or "test"
     label: str  # the label written in the CSV
     true_label: str  # the class that sounds (the main event)
-    label_state: str  # "clean", "wrong" (label != true_label) or "incomplete" (mixed_label also sounds)
+    label_state: str  # "clean", "wrong" (label != true_label), "oov" (true_label: a sound of no class, "oov:...")
+    #                   or "incomplete" (mixed_label also sounds)
     mixed_label: str | None
     manually_verified: bool  # train.csv's flags (False for test clips)
     noisy_small: bool
@@ -152,14 +166,16 @@ def _resolve_preset(preset) -> tuple[str, CoursePreset]:
     return preset, PRESETS[preset]
 
 
-def _rates(wrong_rate, incomplete_rate) -> tuple[float, float]:
+def _rates(wrong_rate, incomplete_rate, oov_rate=None) -> tuple[float, float, float]:
     wrong = WRONG_RATE if wrong_rate is None else float(wrong_rate)
     incomplete = INCOMPLETE_RATE if incomplete_rate is None else float(incomplete_rate)
-    if not (0 <= wrong <= 1 and 0 <= incomplete <= 1 and wrong + incomplete <= 1):
+    oov = OOV_RATE if oov_rate is None else float(oov_rate)
+    if not all(0 <= r <= 1 for r in (wrong, incomplete, oov)) or wrong + incomplete + oov > 1:
         raise ValueError(
-            f"wrong_rate = {wrong}, incomplete_rate = {incomplete}: expected two shares in [0, 1] summing to <= 1"
+            f"wrong_rate = {wrong}, incomplete_rate = {incomplete}, oov_rate = {oov}: "
+            "expected three shares in [0, 1] summing to <= 1"
         )
-    return wrong, incomplete
+    return wrong, incomplete, oov
 
 
 def _confuser(rng: np.random.Generator, label: str) -> str:
@@ -179,10 +195,17 @@ def _clip_samples(rng: np.random.Generator, cfg: CoursePreset, count: int) -> np
     return np.round(np.clip(seconds, cfg.min_seconds, cfg.max_seconds) * SR).astype(np.int64)
 
 
-def plan_dataset(preset="course", seed: int = PAPER_SEED, wrong_rate=None, incomplete_rate=None) -> list[ClipPlan]:
-    """The clips :func:`generate` writes (train clips sorted by id, then test clips), without any audio."""
+def plan_dataset(
+    preset="course", seed: int = PAPER_SEED, wrong_rate=None, incomplete_rate=None, oov_rate=None
+) -> list[ClipPlan]:
+    """The clips :func:`generate` writes (train clips sorted by id, then test clips), without any audio.
+
+    Of the noisy subset, exactly round(rate x N) clips are wrong, out of vocabulary and incomplete (defaults
+    :data:`WRONG_RATE`, :data:`OOV_RATE`, :data:`INCOMPLETE_RATE`); wrong and out-of-vocabulary clips are drawn
+    with per-class weights (:data:`CLASS_NOISE_SPREAD`), so each class has its own noise rate.
+    """
     _, cfg = _resolve_preset(preset)
-    wrong, incomplete = _rates(wrong_rate, incomplete_rate)
+    wrong, incomplete, oov = _rates(wrong_rate, incomplete_rate, oov_rate)
     rng = np.random.default_rng([seed, _PLAN_STREAM])
     weights = cfg.imbalance ** rng.permutation(np.linspace(0.0, 1.0, len(CLASSES)))
     weights /= weights.mean()
@@ -199,12 +222,21 @@ def plan_dataset(preset="course", seed: int = PAPER_SEED, wrong_rate=None, incom
     count = len(label)
     samples = _clip_samples(rng, cfg, count)
 
-    noisy = rng.permutation([i for i in range(count) if not verified[i]])
-    n_wrong, n_incomplete = round(wrong * len(noisy)), round(incomplete * len(noisy))
+    noisy = np.array([i for i in range(count) if not verified[i]])
+    class_weight = dict(zip(CLASSES, rng.permutation(np.linspace(*CLASS_NOISE_SPREAD, len(CLASSES)))))
+    weights = np.array([class_weight[label[i]] for i in noisy])
+    n_wrong, n_oov, n_incomplete = (round(r * len(noisy)) for r in (wrong, oov, incomplete))
+    # weighted draw without replacement (exponential keys), then uniform for the incomplete ones
+    by_weight = noisy[np.argsort(rng.exponential(size=len(noisy)) / weights)]
+    corrupted, rest = by_weight[: n_wrong + n_oov], by_weight[n_wrong + n_oov :]
+    corrupted = rng.permutation(corrupted)
     state, true, mixed = ["clean"] * count, list(label), [None] * count
-    for i in noisy[:n_wrong]:
+    for i in corrupted[:n_wrong]:
         state[i], true[i] = "wrong", _confuser(rng, label[i])
-    for i in noisy[n_wrong : n_wrong + n_incomplete]:
+    oov_sounds = sorted(OOV_RECIPES)
+    for i in corrupted[n_wrong:]:
+        state[i], true[i] = "oov", oov_sounds[rng.integers(len(oov_sounds))]
+    for i in rng.permutation(rest)[:n_incomplete]:
         state[i], mixed[i] = "incomplete", _confuser(rng, label[i])
 
     # noisy_small: per class, the prefix of a random order of its noisy clips whose duration is closest to its

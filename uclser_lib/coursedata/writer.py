@@ -15,13 +15,13 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..data import AUDIO_DIRS, META_DIR, TEST_COLUMNS, TRAIN_COLUMNS
 from ..runtime import PAPER_SEED, write_atomic
 from .dsp import SR
 from .plan import (
     _AUDIO_STREAM,
     ASO_IDS,
+    DATASET_VERSION,
     MIXED_IN_DB,
     SNR_DB,
     ClipPlan,
@@ -113,6 +113,7 @@ def generate(
     seed: int = PAPER_SEED,
     wrong_rate=None,
     incomplete_rate=None,
+    oov_rate=None,
     progress: bool = True,
     workers: int | None = None,
 ) -> Path:
@@ -124,10 +125,10 @@ def generate(
     made with other parameters (see ``FSDnoisy18k.meta/course_manifest.json``) or not by this function.
     """
     name, cfg = _resolve_preset(preset)
-    wrong, incomplete = _rates(wrong_rate, incomplete_rate)
+    wrong, incomplete, oov = _rates(wrong_rate, incomplete_rate, oov_rate)
     if workers is not None and workers < 1:
         raise ValueError(f"workers = {workers}: expected at least 1 process")
-    clips = plan_dataset(cfg, seed, wrong, incomplete)
+    clips = plan_dataset(cfg, seed, wrong, incomplete, oov)
     root = Path(root).expanduser()
     manifest = {
         "preset": name,
@@ -135,7 +136,8 @@ def generate(
         "seed": int(seed),
         "wrong_rate": wrong,
         "incomplete_rate": incomplete,
-        "uclser_lib": __version__,
+        "oov_rate": oov,
+        "generator_version": DATASET_VERSION,
     }
     _claim(root, json.loads(json.dumps(manifest)))
     folders = {split: root / d for split, d in AUDIO_DIRS.items()}
