@@ -32,10 +32,10 @@ def _dataset(values: dict, device):
     from .datasets import prepare
 
     data = values.pop("data", None) or {}
-    unknown = sorted(set(data) - {"preset", "fsd_root"})
+    unknown = sorted(set(data) - {"preset", "fsd_root", "dataset"})
     if unknown:
-        raise ConfigError(f"config.data: unknown key(s) {unknown}; known: ['fsd_root', 'preset']")
-    return prepare(data.get("preset"), fsd_root=data.get("fsd_root"), device=device)
+        raise ConfigError(f"config.data: unknown key(s) {unknown}; known: ['dataset', 'fsd_root', 'preset']")
+    return prepare(data.get("preset"), fsd_root=data.get("fsd_root"), device=device, dataset=data.get("dataset"))
 
 
 def pretrain_command(args, overrides: list[str]) -> int:
@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument(
         "--fsd-root", default=None, help="use FSDnoisy18k on disk at this folder instead (or set UCLSER_FSD_ROOT)"
     )
+    ex.add_argument(
+        "--dataset", default=None, help="course (default), fsdnoisy18k, esc50 or a folder path (docs/real-audio.md)"
+    )
     ex.add_argument("--device", default=None, help="device for the STFT (default: CUDA when present)")
     pt = sub.add_parser(
         "pretrain", help="contrastive pre-training from a YAML config (extra --key value pairs override it)"
@@ -280,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         "replacing the rows it reran",
     )
     ev.add_argument("--device", default=None)
+    from .realcli import add_real_commands, run_real_command
+
+    add_real_commands(sub)
     args, rest = parser.parse_known_args(argv)
 
     from .config import ConfigError
@@ -290,12 +296,16 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             from .datasets import prepare
 
-            course = prepare(args.preset, fsd_root=args.fsd_root, device=args.device)
+            course = prepare(args.preset, fsd_root=args.fsd_root, device=args.device, dataset=args.dataset)
             print(
                 f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, "
                 f"features in {course.root}"
             )
             return 0
+        if args.command in ("download", "crossval"):
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return run_real_command(args, argv if argv is not None else sys.argv[1:])
         if args.command == "export":
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")

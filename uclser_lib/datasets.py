@@ -28,17 +28,44 @@ class Course:
     name: str
 
     def splits(self, seed: int = PAPER_SEED) -> dict[str, FeatureSet]:
+        if self.train.clean.all():  # no unverified clip: no noisy subset to pre-train on (a warning says what instead)
+            from .folders import splits_without_noisy
+
+            return splits_without_noisy(self.train, self.test, self.root, seed)
         return paper_splits(self.train, self.test, seed)
 
 
-def prepare(preset: str | None = None, fsd_root=None, features_dir=None, device=None, progress: bool = True) -> Course:
+def prepare(
+    preset: str | None = None, fsd_root=None, features_dir=None, device=None, progress: bool = True, dataset=None
+) -> Course:
     """Make sure a dataset and its features exist, and load them.
+
+    ``dataset`` (default ``"course"``): ``"course"``; ``"fsdnoisy18k"`` (``fsd_root``, ``UCLSER_FSD_ROOT``, or where
+    ``python -m uclser_lib download fsdnoisy18k`` put it); ``"esc50"``; or the path of a folder: your own sounds,
+    ESC-50's layout or FSDnoisy18k's. ESC-50 and your own folders give a :class:`uclser_lib.folders.RealDataset`,
+    which answers like a :class:`Course` (``docs/real-audio.md``).
 
     With ``fsd_root`` (or the ``UCLSER_FSD_ROOT`` environment variable) the real FSDnoisy18k on disk is
     used; otherwise the embedded course dataset ``preset`` (``"tiny"`` in smoke mode, else ``"course"``)
     is generated under :func:`~uclser_lib.runtime.data_root` if missing. Features go to ``features_dir``
     (default ``<data root>/<name>/features``). Every step resumes where an interrupted one stopped.
     """
+    if dataset not in (None, "course"):
+        from . import folders
+
+        if dataset == "esc50":
+            return folders.prepare_esc50(features_dir=features_dir, device=device, progress=progress)
+        if dataset == "fsdnoisy18k":
+            fsd_root = fsd_root or os.environ.get("UCLSER_FSD_ROOT") or data_root() / "fsdnoisy18k" / "dataset"
+            if not Path(fsd_root).is_dir():
+                raise FileNotFoundError(f"{fsd_root}: no FSDnoisy18k; run `python -m uclser_lib download fsdnoisy18k`")
+        elif (Path(dataset).expanduser() / "meta" / "esc50.csv").is_file():
+            return folders.prepare_esc50(dataset, features_dir=features_dir, device=device, progress=progress)
+        elif (Path(dataset).expanduser() / "FSDnoisy18k.meta").is_dir():
+            fsd_root = dataset
+            features_dir = features_dir or folders.features_dir_of(Path(dataset).expanduser())
+        else:
+            return folders.prepare_folder(dataset, features_dir=features_dir, device=device, progress=progress)
     fsd_root = fsd_root or os.environ.get("UCLSER_FSD_ROOT")
     if fsd_root:
         root, name = Path(fsd_root).expanduser(), "fsdnoisy18k"

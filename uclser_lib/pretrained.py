@@ -100,11 +100,32 @@ def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict
 def load_encoder(spec: str, pretrain_set=None, device="cpu") -> tuple[Encoder, float, float]:
     """An encoder and the normalisation it expects, from ``spec``:
 
-    a name in ``pretrained/manifest.json``; the path of a pre-training ``checkpoint.pt``; or ``random:<arch>``
-    (a fresh encoder, normalised with the statistics of ``pretrain_set``, the supervised baseline).
+    a name in ``pretrained/manifest.json``; the path of a pre-training ``checkpoint.pt``; ``random:<arch>``
+    (a fresh encoder, normalised with the statistics of ``pretrain_set``, the supervised baseline); or
+    ``released:<arch>`` (the authors' published encoder, ``vgglike`` or ``crnn``, from the cache folder after
+    ``python -m uclser_lib download released-encoders``, sha256-checked; normalised with ``pretrain_set``'s mean
+    and the std the released code divided by, :func:`uclser_lib.released.released_std`).
     Returns ``(encoder in eval mode, mean, std)``.
     """
     from .data import feature_stats
+
+    if spec.startswith("released:"):
+        from .download import RELEASED_FILES, cache_dir
+        from .released import load_released_encoder, released_std
+
+        arch = spec.split(":", 1)[1]
+        if arch not in RELEASED_FILES:
+            raise ValueError(f"encoder {spec!r}: the authors released {sorted(RELEASED_FILES)} only")
+        if pretrain_set is None:
+            raise ValueError(f"encoder {spec!r}: a released encoder needs the pre-training set for its mean and std")
+        path = cache_dir() / RELEASED_FILES[arch]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: not downloaded yet (run `python -m uclser_lib download released-encoders`; "
+                "the cache folder is UCLSER_CACHE, default <data root>/cache)"
+            )
+        mean, std = feature_stats(pretrain_set.clips)
+        return load_released_encoder(arch, path).to(device).eval(), mean, released_std(std)
 
     if spec.startswith("random:"):
         if pretrain_set is None:

@@ -1,0 +1,213 @@
+"""Real audio: your own folders (WAV/FLAC/OGG, stereo, 48 kHz), ESC-50 downloaded from a local mirror then
+pre-trained and cross-validated by the README's commands, FSDnoisy18k layouts without unverified clips, and the
+bad inputs (empty class folder, one-clip class, unreadable files, loose files, wrong checksum, unreachable URL)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from realdata_server import Server
+
+from uclser_lib import download
+from uclser_lib.__main__ import main
+from uclser_lib.datasets import prepare
+from uclser_lib.download import Remote
+from uclser_lib.folders import FolderError, prepare_folder, scan_folder
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("UCLSER_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("UCLSER_DEVICE", "cpu")
+    monkeypatch.delenv("UCLSER_FSD_ROOT", raising=False)
+    monkeypatch.delenv("UCLSER_MIRROR", raising=False)
+    return tmp_path / "data"
+
+
+def tone(path, freq, sr=22050, seconds=1.3, channels=1, fmt=None, seed=0):
+    t = np.arange(int(sr * seconds)) / sr
+    rng = np.random.default_rng(seed)
+    y = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))
+    y = np.stack([y, 0.5 * y], axis=1) if channels == 2 else y
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y.astype(np.float32), sr, format=fmt)
+
+
+def own_folder(root, per_class=4, unlabelled=3):
+    """Three classes in WAV (stereo 48 kHz among them), FLAC and OGG at other rates, plus unlabelled clips."""
+    for i in range(per_class):
+        tone(root / "whistle" / f"w{i}.wav", 800 + 40 * i, sr=48000, channels=2 if i % 2 else 1, seed=i)
+        tone(root / "hum" / f"h{i}.flac", 100 + 5 * i, sr=16000, seed=10 + i)
+        tone(root / "buzz" / f"b{i}.ogg", 300 + 10 * i, sr=44100, fmt="OGG", seed=20 + i)
+    for i in range(unlabelled):
+        tone(root / "unlabelled" / "day1" / f"u{i}.wav", 200 + 100 * i, sr=32000, channels=2, seed=30 + i)
+    return root
+
+
+def test_own_folder_with_unlabelled_part(tmp_path, capsys):
+    root = own_folder(tmp_path / "mine")
+    (root / "hum" / "broken.wav").write_bytes(b"RIFF but not audio")
+    ds = prepare(dataset=str(root), progress=False)
+    out = capsys.readouterr().out
+    assert "labelled: 12 clips" in out and "unlabelled: 3 clips" in out and "classes: 3" in out
+    assert "skipped 1 unreadable file(s): " in out and "broken.wav" in out
+    assert ds.classes == ["buzz", "hum", "whistle"]
+    s = ds.splits(0)
+    assert len(s["test"]) == 3 and len(s["clean_val"]) == 3 and len(s["clean_train"]) == 6  # 1 + 1 + 2 per class
+    assert s["pretrain"] is ds.unlabelled and (s["pretrain"].labels == -1).all()
+    assert set(s["test"].fnames).isdisjoint(s["clean_train"].fnames)
+    assert s["test"].fnames == ds.splits(0)["test"].fnames  # seeded
+    assert s["clean_train"].clips.data.shape[1] == 96
+
+
+def test_own_folder_without_unlabelled_pretrains_on_training_clips(tmp_path, capsys):
+    root = own_folder(tmp_path / "mine", unlabelled=0)
+    ds = prepare_folder(root, progress=False)
+    assert "pretrain: 6 clips = the training clips (no unlabelled part; labels unused)" in capsys.readouterr().out
+    s = ds.splits()
+    assert s["pretrain"] is s["clean_train"] and s["val"] is s["clean_val"]
+
+
+def test_own_folder_bad_inputs(tmp_path):
+    root = own_folder(tmp_path / "mine", unlabelled=0)
+    (root / "empty").mkdir()
+    with pytest.raises(FolderError, match=r"mine/empty: empty class folder \(no .wav/.flac/.ogg file\)"):
+        scan_folder(root)
+    (root / "empty").rmdir()
+    tone(root / "loose.wav", 440)
+    with pytest.raises(FolderError, match=r"audio files \['loose.wav'\] lie outside any class folder"):
+        scan_folder(root)
+    (root / "loose.wav").unlink()
+    tone(root / "single" / "only.wav", 440)
+    ds = prepare_folder(root, progress=False, verbose=False)
+    with pytest.raises(FolderError, match=r"class 'single' has 1 readable clip\(s\) \['single/only.wav'\]; each class"):
+        ds.splits()
+    with pytest.raises(FolderError, match=r"nowhere: no such folder"):
+        scan_folder(tmp_path / "nowhere")
+
+
+def write_fsd_layout(root, noisy: bool):
+    rows = []
+    for c, freq in (("Piano", 440), ("Engine", 80)):
+        for i in range(4):
+            tone(root / "FSDnoisy18k.audio_train" / f"{c}{i}.wav", freq + i, sr=44100, seed=i)
+            rows.append((f"{c}{i}.wav", c, "/m/x", "0" if (noisy and i == 3) else "1", "0"))
+        tone(root / "FSDnoisy18k.audio_test" / f"{c}t.wav", freq, sr=44100)
+    (root / "FSDnoisy18k.meta").mkdir()
+    with open(root / "FSDnoisy18k.meta" / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fname", "label", "aso_id", "manually_verified", "noisy_small"])
+        w.writerows(rows)
+    with open(root / "FSDnoisy18k.meta" / "test.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fname", "label", "aso_id"])
+        w.writerows([("Pianot.wav", "Piano", "/m/x"), ("Enginet.wav", "Engine", "/m/x")])
+
+
+def test_fsd_layout_without_unverified_clips(tmp_path):
+    write_fsd_layout(tmp_path / "fsd", noisy=False)
+    course = prepare(dataset=str(tmp_path / "fsd"), progress=False)
+    with pytest.warns(UserWarning, match="lists no unverified .noisy. clip; pre-training uses the 8 clean train clips"):
+        s = course.splits(0)
+    assert len(s["pretrain"]) == 6 and len(s["val"]) == 2 and s["pretrain"] is s["clean_train"]
+
+
+def make_esc50_zip(path, folds=5, classes=("dog", "rain", "siren")):
+    src = path.parent / "ESC-50-master"
+    rows = []
+    for fold in range(1, folds + 1):
+        for target, cat in enumerate(classes):
+            name = f"{fold}-{100 + target}-A-{target}.wav"
+            tone(src / "audio" / name, 150 * (target + 1) + 7 * fold, sr=44100, seconds=1.5, seed=fold)
+            rows.append((name, fold, target, cat, "False", 100 + target, "A"))
+    (src / "meta").mkdir(parents=True)
+    with open(src / "meta" / "esc50.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
+        w.writerows(rows)
+    with zipfile.ZipFile(path, "w") as z:
+        for p in sorted(src.rglob("*")):
+            z.write(p, p.relative_to(src.parent).as_posix())
+    shutil.rmtree(src)
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def esc50_mirror(tmp_path, monkeypatch):
+    www = tmp_path / "www"
+    www.mkdir()
+    digest = make_esc50_zip(www / "ESC-50-master.zip")
+    monkeypatch.setitem(
+        download.REMOTES, "esc50", [Remote("ESC-50-master.zip", "https://github.invalid/master.zip", digest)]
+    )
+    srv = Server(www)
+    yield srv, www
+    srv.close()
+
+
+def test_esc50_download_pretrain_crossval_end_to_end(esc50_mirror, tmp_path, data_dir, capsys):
+    """The commands of docs/real-audio.md, with a mirror on 127.0.0.1 and tiny settings."""
+    srv, _ = esc50_mirror
+    assert main(["download", "esc50", "--url-base", srv.url]) == 0
+    assert (data_dir / "esc50" / "dataset" / "meta" / "esc50.csv").is_file()
+    assert main(["extract", "--dataset", "esc50"]) == 0
+    out = capsys.readouterr().out
+    assert "labelled: 15 clips" in out and "test: 3 clips = fold 5 (crossval: each of folds [1, 2, 3, 4, 5])" in out
+    run = tmp_path / "run"
+    pre = ["pretrain", "--data.dataset", "esc50", "--run_dir", str(run), "--epochs", "1", "--batch_size", "4"]
+    assert main(pre + ["--arch", "vgglike", "--knn_k", "2", "--knn_every", "1", "--device", "cpu"]) == 0
+    res = tmp_path / "cv.json"
+    cv = ["crossval", "--dataset", "esc50", "--encoder", str(run / "checkpoint.pt"), "--epochs", "1"]
+    assert main(cv + ["--stages", "linear", "--folds", "1", "2", "--out", str(res), "--device", "cpu"]) == 0
+    results = json.loads(res.read_text())
+    assert sorted({r["fold"] for r in results["rows"]}) == [1, 2]
+    assert {(s["init"], s["n"]) for s in results["summary"]} == {("pretrained", 2), ("random", 2)}
+    assert "mean over 2 fold x seed runs" in capsys.readouterr().out
+
+
+def test_download_errors_on_the_command_line(esc50_mirror, tmp_path, monkeypatch, capsys):
+    srv, www = esc50_mirror
+    monkeypatch.setitem(
+        download.REMOTES, "esc50", [Remote("ESC-50-master.zip", "https://github.invalid/master.zip", "0" * 32)]
+    )
+    assert main(["download", "esc50", "--url-base", srv.url]) == 2
+    err = capsys.readouterr().err.split("\r")[-1]  # after the progress bar, which clears itself
+    assert (
+        err.startswith(f"error: checksum mismatch for {srv.url}/ESC-50-master.zip: md5 of the ")
+        and err.count("\n") == 1
+    )
+    assert main(["download", "esc50", "--url-base", "http://127.0.0.1:9/mirror"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot download http://127.0.0.1:9/mirror/ESC-50-master.zip: ")
+    assert main(["crossval", "--dataset", "esc50", "--encoder", "random:vgglike"]) == 2
+    assert "ESC-50 is not there; run `python -m uclser_lib download esc50` first" in capsys.readouterr().err
+
+
+def test_released_encoder_by_name(tmp_path, monkeypatch, model_zoo_dir):
+    from uclser_lib.pretrained import load_encoder
+
+    www = tmp_path / "www"
+    www.mkdir()
+    for name in ("VGG_best.pth", "CRNN_best.pth"):
+        shutil.copy(model_zoo_dir / name, www / name)
+    srv = Server(www)
+    try:
+        monkeypatch.setenv("UCLSER_CACHE", str(tmp_path / "cache"))
+        ds_root = own_folder(tmp_path / "mine", unlabelled=0)
+        ds = prepare_folder(ds_root, progress=False, verbose=False)
+        with pytest.raises(FileNotFoundError, match=r"VGG_best.pth: not downloaded yet \(run `python -m uclser_lib"):
+            load_encoder("released:vgglike", ds.splits()["pretrain"])
+        assert main(["download", "released-encoders", "--url-base", srv.url]) == 0
+        encoder, mean, std = load_encoder("released:vgglike", ds.splits()["pretrain"])
+        assert not encoder.training and std < 1e-3  # the released normalisation (docs/released-code.md)
+        assert encoder.embed(torch.zeros(2, 1, 101, 96)).shape[0] == 2
+    finally:
+        srv.close()
