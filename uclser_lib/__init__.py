@@ -13,7 +13,9 @@ Files -> features
 - ``data``         FSDnoisy18k's layout (classes, CSVs), metadata, packed clips, HDF5 feature sets, extraction, splits
 - ``coursedata``   the procedural course dataset written in FSDnoisy18k's layout (``dsp``, ``recipes``, ``plan``,
   ``writer``)
-- ``datasets``     ``prepare()``: the course dataset or FSDnoisy18k, generated and extracted as needed
+- ``download``     FSDnoisy18k, ESC-50 and the released encoders: resumable, checksum-verified, unpacked atomically
+- ``folders``      ESC-50 and your own folders as datasets (splits, summary, 5-fold ``cross_validate``)
+- ``datasets``     ``prepare()``: the course dataset, FSDnoisy18k, ESC-50 or a folder, generated and extracted as needed
 
 Features -> views
 - ``sampling``     random draws on any device from a ``torch.Generator``
@@ -40,6 +42,7 @@ Evaluation
 
 Showing
 - ``plots``, ``widgets`` figures and the interactive augmentation panel of notebook 02
+- ``realcli``      the ``download`` and ``crossval`` subcommands of ``python -m uclser_lib``
 """
 
 __all__ = ["__version__"]
