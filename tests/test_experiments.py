@@ -7,9 +7,9 @@ import pytest
 from uclser_lib import coursedata, data, datasets
 from uclser_lib.data import feature_stats
 from uclser_lib.downstream import FinetuneConfig, LinearEvalConfig
-from uclser_lib.experiments import label_efficiency, label_noise
+from uclser_lib.experiments import STAGE_INITS, Protocol, compare, label_efficiency, label_noise
 from uclser_lib.models import build_encoder
-from uclser_lib.results import merge_results
+from uclser_lib.results import gain_interval, gains, merge_results
 
 
 def test_relabel_rate_and_structure():
@@ -29,7 +29,7 @@ def test_label_noise_experiment_on_tiny_course():
     course = datasets.prepare("tiny", progress=False)
     truth = coursedata.read_truth(course.root)
     states = Counter(truth[f][1] for f in course.splits()["pretrain"].fnames)
-    assert states["wrong"] > 0 and set(states) <= {"clean", "wrong", "incomplete"}
+    assert states["wrong"] > 0 and set(states) <= {"clean", "wrong", "oov", "incomplete"}
     splits = course.splits()
     mean, std = feature_stats(splits["pretrain"].clips)
     res = label_noise(
@@ -190,3 +190,90 @@ def test_merge_results_replaces_rerun_rows_and_keeps_the_rest():
     assert merged["label_noise"] == {"rows": []} and base["rows"][0]["test_balanced"] == 50.0  # base is not modified
     with pytest.raises(ValueError, match="different epochs: 100 vs 200"):
         merge_results(base, dict(update, epochs=200))
+
+
+def test_gain_interval_is_the_paired_t_interval():
+    g = gain_interval([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])  # differences 2, 3, 4: mean 3, sample std 1
+    half = 4.302652729911275 / 3**0.5  # t(0.975, 2 degrees of freedom) x std / sqrt(n)
+    assert (g["mean"], g["std"], g["n"]) == (3.0, 1.0, 3)
+    assert g["low"] == pytest.approx(3 - half) and g["high"] == pytest.approx(3 + half) and g["excludes_zero"]
+    wide = gain_interval([1.0, 5.0, 0.0], [2.0, 1.0, 1.0])  # differences -1, 4, -1
+    assert wide["low"] < 0 < wide["high"] and not wide["excludes_zero"]
+    one = gain_interval([2.0], [1.0])
+    assert one["mean"] == 1.0 and one["low"] is None and not one["excludes_zero"]
+    with pytest.raises(ValueError, match="equal-length"):
+        gain_interval([1.0, 2.0], [1.0])
+
+
+def test_gains_pair_the_same_seeds():
+    rows = [
+        dict(arch="a", init=i, stage="linear", task="noisy", seed=s, test_balanced=v)
+        for i, s, v in [("pretrained", 0, 60), ("pretrained", 1, 64), ("pretrained", 2, 70), ("random", 0, 50)]
+        + [("random", 1, 52), ("random_bn", 0, 55)]
+    ]
+    (g,) = gains(rows, "random")
+    assert g["seeds"] == [0, 1] and g["gain_mean"] == pytest.approx(11.0) and g["pretrained"] == pytest.approx(62.0)
+    assert g["baseline_mean"] == pytest.approx(51.0) and g["gain_n"] == 2
+    (h,) = gains(rows, "random_bn")
+    assert h["seeds"] == [0] and h["gain_mean"] == 5.0 and h["gain_low"] is None
+
+
+def test_merge_refuses_rows_made_with_another_recipe():
+    meta = dict(encoder="course-crnn", dataset="course2_course", epochs=100)
+    a = dict(meta, rows=[], recipe=Protocol(seeds=(0, 1, 2)).to_dict())
+    b = dict(meta, rows=[], recipe=Protocol(seeds=(3, 4)).to_dict())
+    assert merge_results(a, b)["recipe"] == a["recipe"]  # other seeds, same recipe: fine
+    with pytest.raises(ValueError, match="different recipes"):
+        merge_results(a, dict(meta, rows=[], recipe=Protocol(linear_lrs=(0.1,)).to_dict()))
+    with pytest.raises(ValueError, match="different recipes"):
+        merge_results(a, dict(meta, rows=[]))  # a file without a recipe (made before the protocol)
+
+
+def test_protocol_validates_its_grid():
+    for bad in (dict(epochs=0), dict(linear_lrs=()), dict(finetune_lrs=(0.01, -1.0)), dict(probe_epochs=(-1,))):
+        with pytest.raises(ValueError, match="Protocol|epochs"):
+            Protocol(**bad)
+    assert Protocol().settings("finetune")[0] == {"lr": 0.003, "probe_epochs": 0}
+    cfg = Protocol(epochs=10).config("finetune", {"lr": 0.01, "probe_epochs": 0}, seed=4)
+    assert (cfg.lr, cfg.probe_epochs, cfg.seed, cfg.milestones) == (0.01, 0, 4, [4, 8])
+
+
+def test_compare_selects_on_validation_with_every_baseline_on_tiny_course():
+    course = datasets.prepare("tiny", progress=False)
+    splits = course.splits()
+    mean, std = feature_stats(splits["pretrain"].clips)
+    protocol = Protocol(
+        epochs=1,
+        batch_size=16,
+        linear_lrs=(0.03, 1.0),
+        finetune_lrs=(0.01,),
+        probe_epochs=(0,),
+        seeds=(0, 1),
+        bn_batches=1,
+    )
+    res = compare(
+        build_encoder("resnet18"),
+        mean,
+        std,
+        splits,
+        protocol,
+        stages=[("linear", "noisy"), ("finetune", "clean")],
+        device="cpu",
+    )
+    for stage in ("linear", "finetune"):
+        got = {(r["init"], r["seed"]) for r in res["rows"] if r["stage"] == stage}
+        assert got == {(i, s) for i in STAGE_INITS[stage] for s in (0, 1)}
+    for sel in res["selection"]:
+        best = max(sel["val_by_setting"], key=lambda v: v["val_balanced"])
+        assert sel["selected"] == best["setting"]  # chosen on validation
+        rows = [r for r in res["rows"] if (r["init"], r["stage"]) == (sel["init"], sel["stage"])]
+        assert all(r["setting"] == sel["selected"] for r in rows)  # only the selected setting is reported
+        assert best["val_balanced"] == pytest.approx(sum(r["val_balanced"] for r in rows) / len(rows))
+    assert {(g["stage"], g["baseline"]) for g in res["gains"]} == {
+        ("linear", "random"),
+        ("linear", "random_bn"),
+        ("linear", "handcrafted"),
+        ("finetune", "random"),
+    }
+    assert all(g["gain_n"] == 2 and g["gain_low"] is not None for g in res["gains"])
+    assert res["recipe"] == protocol.to_dict()

@@ -13,16 +13,20 @@ trains).
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+import dataclasses
+import math
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
+from .baselines import BandStats, recalibrate_batchnorm
 from .data import FeatureSet
 from .downstream import FinetuneConfig, LinearEvalConfig, finetune, linear_eval, subsample_per_class, task_splits
 from .models import Encoder, build_encoder
-from .results import summarise
+from .results import BASELINES, gains, summarise
 
-__all__ = ["STAGES", "compare_inits", "label_efficiency", "label_noise"]
+__all__ = ["STAGES", "STAGE_INITS", "Protocol", "compare", "compare_inits", "label_efficiency", "label_noise"]
 
 #: The stages of :func:`compare_inits`: (stage, task of :data:`~uclser_lib.downstream.TASKS`).
 STAGES = (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
@@ -31,7 +35,9 @@ STAGES = (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
 def _run(
     stage: str, encoder: Encoder, mean, std, sets, seed: int, linear_cfg, finetune_cfg, device, progress, cache=None
 ) -> dict:
-    """``stage`` from a copy of ``encoder``; ``cache``: linear evaluation's embedding cache for this encoder."""
+    """``stage`` from a copy of ``encoder``; ``cache``: linear evaluation's embedding cache for this encoder.
+
+    The configs' own seed is replaced by ``seed``."""
     if stage not in ("linear", "finetune"):
         raise ValueError(f"stage must be 'linear' or 'finetune', got {stage!r}")
     encoder = copy.deepcopy(encoder)
@@ -93,6 +99,139 @@ def compare_inits(
                 )
                 rows.append(dict(arch=arch, init=init, stage=stage, task=task, seed=seed, **out))
     return {"rows": rows, "summary": summarise(rows)}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One recipe for a whole results table; every choice in it is made on validation, never on test.
+
+    For each init and (stage, task), every setting of the grid (learning rate; for fine-tuning also with and
+    without a linear probe first, ``probe_epochs``) is trained for every seed, with the same budget for every
+    init (``epochs``, ``batch_size``, lr drops at 40 % and 80 % of the epochs). The setting with the best mean
+    validation balanced accuracy over the seeds is selected, and only its test scores are reported.
+    """
+
+    epochs: int = 100
+    batch_size: int = 128
+    linear_lrs: tuple[float, ...] = (0.03, 0.1, 0.3)
+    finetune_lrs: tuple[float, ...] = (0.003, 0.01, 0.03)
+    probe_epochs: tuple[int, ...] = (0, 100)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    bn_batches: int = 8  # training batches that re-estimate the BatchNorm statistics of the "random_bn" init
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2 or self.bn_batches < 1 or not self.seeds:
+            raise ValueError(f"{self}: expected epochs >= 1, batch_size >= 2, bn_batches >= 1 and some seeds")
+        for name in ("linear_lrs", "finetune_lrs"):
+            if not getattr(self, name) or not all(math.isfinite(v) and v > 0 for v in getattr(self, name)):
+                raise ValueError(f"Protocol.{name} must be finite learning rates > 0, got {getattr(self, name)}")
+        if not self.probe_epochs or any(p < 0 for p in self.probe_epochs):
+            raise ValueError(f"Protocol.probe_epochs must be epochs >= 0, got {self.probe_epochs}")
+
+    def settings(self, stage: str) -> list[dict]:
+        """The grid of ``stage``: ``[{"lr": ...}]`` (linear) or ``[{"lr": ..., "probe_epochs": ...}]``."""
+        if stage == "linear":
+            return [{"lr": lr} for lr in self.linear_lrs]
+        return [{"lr": lr, "probe_epochs": p} for lr in self.finetune_lrs for p in self.probe_epochs]
+
+    def config(self, stage: str, setting: dict, seed: int):
+        """The LinearEvalConfig or FinetuneConfig of one run."""
+        kw = dict(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            milestones=[int(self.epochs * 0.4), int(self.epochs * 0.8)],
+            seed=seed,
+            test_every_epoch=False,
+            **setting,
+        )
+        return LinearEvalConfig(**kw) if stage == "linear" else FinetuneConfig(**kw)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+#: The inits compared at each stage: linear evaluation has every baseline, fine-tuning trains from scratch
+#: (``random``: BatchNorm runs in train mode while fine-tuning, so re-estimated statistics make no difference
+#: there, and handcrafted features have nothing to fine-tune).
+STAGE_INITS = {"linear": ("pretrained", "random", "random_bn", "handcrafted"), "finetune": ("pretrained", "random")}
+
+
+def _init_encoder(init: str, encoder: Encoder, mean, std, splits, seed: int, protocol: Protocol, device):
+    n_classes = encoder.classifier().out_features
+    if init == "pretrained":
+        return encoder
+    if init == "handcrafted":
+        return BandStats(n_classes=n_classes)
+    torch.manual_seed(seed)
+    fresh = build_encoder(_arch_name(encoder), n_classes=n_classes)
+    if init == "random_bn":
+        recalibrate_batchnorm(fresh, splits["pretrain"].clips, mean, std, protocol.bn_batches, seed=seed, device=device)
+    return fresh.eval()
+
+
+def compare(
+    encoder: Encoder,
+    mean: float,
+    std: float,
+    splits: dict[str, FeatureSet],
+    protocol: Protocol | None = None,
+    stages=STAGES,
+    extra: dict | None = None,
+    device=None,
+    progress=False,
+) -> dict:
+    """The pre-trained ``encoder`` against every baseline of :data:`STAGE_INITS`, by ``protocol``.
+
+    ``extra``: more encoders to compare at the linear stage, ``{name: (encoder, mean, std)}`` (e.g. the
+    authors' published one, ``"released"``), each with its own normalisation. Returns ``rows`` (one per init,
+    stage, task and seed, with the selected ``setting``), ``selection`` (each init's grid with its mean
+    validation score per setting, and the selected one), ``summary``, ``gains`` (pre-trained vs each baseline:
+    paired over seeds, with a 95 % interval) and ``recipe`` (the protocol).
+    """
+    protocol = protocol or Protocol()
+    extra = extra or {}
+    rows, selection = [], []
+    arch = _arch_name(encoder)
+    for stage, task in stages:
+        sets = task_splits(splits, task)
+        inits = list(STAGE_INITS[stage]) + (list(extra) if stage == "linear" else [])
+        for init in inits:
+            caches: dict[int, dict] = {}  # linear evaluation: embeddings of one frozen encoder, reused across the grid
+            grid = []
+            for setting in protocol.settings(stage):
+                runs = []
+                for seed in protocol.seeds:
+                    if init in extra:
+                        enc, m, s = extra[init]
+                    else:
+                        enc, m, s = _init_encoder(init, encoder, mean, std, splits, seed, protocol, device), mean, std
+                    key = 0 if init in ("pretrained", "handcrafted", *extra) else seed
+                    cfg = protocol.config(stage, setting, seed)
+                    out = _run(
+                        stage, enc, m, s, sets, seed, cfg, cfg, device, progress, cache=caches.setdefault(key, {})
+                    )
+                    runs.append(dict(arch=arch, init=init, stage=stage, task=task, seed=seed, setting=setting, **out))
+                grid.append((float(np.mean([r["val_balanced"] for r in runs])), setting, runs))
+            best = max(grid, key=lambda g: g[0])  # ties: the first setting of the grid
+            selection.append(
+                dict(
+                    arch=arch,
+                    init=init,
+                    stage=stage,
+                    task=task,
+                    selected=best[1],
+                    val_by_setting=[dict(setting=g[1], val_balanced=g[0]) for g in grid],
+                )
+            )
+            rows += best[2]
+    baselines = [b for b in BASELINES if any(r["init"] == b for r in rows)]
+    return {
+        "rows": rows,
+        "selection": selection,
+        "summary": summarise(rows),
+        "gains": [g for b in baselines for g in gains(rows, b)],
+        "recipe": protocol.to_dict(),
+    }
 
 
 def label_efficiency(

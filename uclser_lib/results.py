@@ -14,9 +14,24 @@ import numpy as np
 
 from .runtime import REPO_ROOT
 
-__all__ = ["RESULTS_DIR", "load_results", "markdown_table", "merge_results", "paired_summary", "summarise"]
+__all__ = [
+    "BASELINES",
+    "RESULTS_DIR",
+    "gain_interval",
+    "gains",
+    "load_results",
+    "markdown_table",
+    "merge_results",
+    "paired_summary",
+    "summarise",
+]
 
 RESULTS_DIR = REPO_ROOT / "pretrained" / "results"
+#: What a pre-trained encoder is compared with: the same architecture at random initialisation (eval-mode
+#: BatchNorm statistics as initialised; for fine-tuning, training from scratch), the same with its BatchNorm
+#: statistics re-estimated on training patches (the fair random-features baseline), per-band statistics of the
+#: log-mel (handcrafted), and the authors' published encoder.
+BASELINES = ("random", "random_bn", "handcrafted", "released")
 
 
 def summarise(rows: list[dict], keys=("arch", "init", "stage", "task", "fraction", "wrong_rate")) -> list[dict]:
@@ -35,22 +50,33 @@ def merge_results(base: dict, update: dict) -> dict:
 
     A row of ``update`` replaces the ``base`` row of the same (arch, init, stage, task, seed); the curves
     (``label_efficiency``, ``label_noise``) of ``update`` replace those of ``base``; the summary is recomputed
-    and ``runs`` (how each part was made) lists both. Encoder, dataset and epochs must agree: a table mixing
-    them would mislead.
+    and ``runs`` (how each part was made) lists both. Encoder, dataset, epochs and the recipe (the protocol's
+    grid and budget, when recorded; the seeds may differ) must agree: a table mixing them would mislead.
     """
     for key in ("encoder", "dataset", "epochs"):
         if base.get(key) != update.get(key):
             raise ValueError(f"cannot merge results with different {key}: {base.get(key)!r} vs {update.get(key)!r}")
+    if (base.get("recipe") or update.get("recipe")) and _recipe_key(base) != _recipe_key(update):
+        raise ValueError(
+            f"cannot merge results made with different recipes: {_recipe_key(base)!r} vs {_recipe_key(update)!r} "
+            "(one table, one recipe: rerun every row with the same one)"
+        )
     keys = ("arch", "init", "stage", "task", "seed")
     new = {tuple(r[k] for k in keys) for r in update["rows"]}
     rows = [r for r in base["rows"] if tuple(r[k] for k in keys) not in new] + update["rows"]
     merged = {**base, **{k: update[k] for k in ("label_efficiency", "label_noise") if k in update}}
     return merged | dict(
         rows=rows,
+        gains=[g for b in sorted({r["init"] for r in rows} - {"pretrained"}) for g in gains(rows, b)],
         summary=summarise(rows),
         seeds=sorted({r["seed"] for r in rows}),
         runs=base.get("runs", []) + update.get("runs", []),
     )
+
+
+def _recipe_key(results: dict) -> dict | None:
+    recipe = results.get("recipe")
+    return None if recipe is None else {k: v for k, v in recipe.items() if k != "seeds"}
 
 
 def load_results(encoder: str, folder=None) -> dict:
@@ -80,8 +106,10 @@ def paired_summary(summary: list[dict]) -> list[dict]:
     keys = ("arch", "stage", "task", "fraction")
     groups: dict[tuple, dict] = {}
     for row in summary:
-        if row.get("init") not in ("pretrained", "random"):
-            raise ValueError(f"summary row {row} has init {row.get('init')!r}, expected 'pretrained' or 'random'")
+        if row.get("init") not in ("pretrained", *BASELINES):
+            raise ValueError(f"summary row {row} has init {row.get('init')!r}, expected 'pretrained' or {BASELINES}")
+        if row["init"] not in ("pretrained", "random"):
+            continue
         groups.setdefault(tuple(row.get(k) for k in keys), {})[row["init"]] = row
     out = []
     for group, inits in groups.items():
@@ -114,3 +142,50 @@ def markdown_table(header: list[str], rows: list[list], digits: int = 1) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def gain_interval(pretrained: list[float], baseline: list[float], confidence: float = 0.95) -> dict:
+    """Paired gain over seeds: ``pretrained[i] - baseline[i]`` (the same seed's split draws and classifier init).
+
+    Returns ``mean``, ``std`` (sample std of the differences), ``n``, and the Student-t interval ``low`` /
+    ``high`` of the mean gain at ``confidence`` (None with fewer than 2 seeds), and ``excludes_zero``.
+    """
+    a, b = np.asarray(pretrained, dtype=float), np.asarray(baseline, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"gain_interval needs two equal-length score lists, got {len(a)} and {len(b)} scores")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    d = a - b
+    out = dict(mean=float(d.mean()), std=float(d.std(ddof=1)) if len(d) > 1 else 0.0, n=len(d), low=None, high=None)
+    if len(d) > 1:
+        from scipy.stats import t
+
+        half = float(t.ppf(0.5 + confidence / 2, len(d) - 1)) * out["std"] / np.sqrt(len(d))
+        out.update(low=out["mean"] - half, high=out["mean"] + half)
+    out["excludes_zero"] = out["low"] is not None and (out["low"] > 0 or out["high"] < 0)
+    return out
+
+
+def gains(rows: list[dict], baseline: str, keys=("arch", "stage", "task"), confidence: float = 0.95) -> list[dict]:
+    """Pre-trained vs ``baseline`` init for each combination of ``keys``: the paired :func:`gain_interval` over
+    the seeds both have, with both means and stds (test balanced accuracy, %), in order of first appearance."""
+    groups: dict[tuple, dict[str, dict[int, float]]] = {}
+    for r in rows:
+        if r["init"] in ("pretrained", baseline):
+            groups.setdefault(tuple(r.get(k) for k in keys), {}).setdefault(r["init"], {})[r["seed"]] = r[
+                "test_balanced"
+            ]
+    out = []
+    for group, inits in groups.items():
+        if len(inits) < 2:
+            continue
+        seeds = sorted(set(inits["pretrained"]) & set(inits[baseline]))
+        a = [inits["pretrained"][s] for s in seeds]
+        b = [inits[baseline][s] for s in seeds]
+        std = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0  # noqa: E731
+        out.append(
+            dict(zip(keys, group), baseline=baseline, seeds=seeds, pretrained=float(np.mean(a)), pretrained_std=std(a))
+            | dict(baseline_mean=float(np.mean(b)), baseline_std=std(b))
+            | {f"gain_{k}": v for k, v in gain_interval(a, b, confidence).items()}
+        )
+    return out
