@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import os
@@ -20,6 +21,7 @@ __all__ = [
     "check_torch_pair",
     "data_root",
     "describe_machine",
+    "disk_full_error",
     "pick_device",
     "seed_everything",
     "sha256_of",
@@ -111,22 +113,44 @@ def shared_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+def disk_full_error(err: BaseException, path) -> OSError | None:
+    """An ``OSError`` saying "no space left on device" naming ``path`` when ``err`` is one (ENOSPC, EDQUOT, EFBIG),
+    else None. h5py and torch.save bury the errno in their messages; those are recognised by their text."""
+    codes = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+    text = str(err)
+    named = ("No space left on device", "File too large", "Disk quota exceeded", "errno = 28", "errno = 27")
+    if (isinstance(err, OSError) and err.errno in codes) or any(n in text for n in named):
+        return OSError(errno.ENOSPC, f"{path}: no space left on device (free some space, then run again)")
+    return None
+
+
 def write_atomic(path, content: str | bytes | None = None, save=None) -> Path:
     """Write ``path`` so that it is either its old self or complete: into a temporary file beside it, then renamed.
 
     ``content``: text or bytes; or ``save``: a function that writes to the temporary path it is given
-    (e.g. ``lambda p: torch.save(obj, p)``). Creates the parent folder. Returns ``path``.
+    (e.g. ``lambda p: torch.save(obj, p)``). Creates the parent folder. Returns ``path``. If the write fails (a full
+    disk, an interruption), the temporary file is removed and ``path`` is left as it was; a full disk is reported as
+    ``OSError(ENOSPC, "<path>: no space left on device ...")``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if save is not None:
-        save(tmp)
-    elif isinstance(content, bytes):
-        tmp.write_bytes(content)
-    else:
-        tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        if save is not None:
+            save(tmp)
+        else:
+            data = content if isinstance(content, bytes) else content.encode("utf-8")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        full = disk_full_error(err, path)
+        if full is not None:
+            raise full from None
+        raise
     return path
 
 
