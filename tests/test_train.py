@@ -77,7 +77,7 @@ def test_bad_input(tmp_path):
     train = synthetic_set(6)
     with pytest.raises(ValueError, match="larger than the training set"):
         pretrain(tiny_config(batch_size=8), train, progress=False, device="cpu")
-    with pytest.raises(ValueError, match="batch_size >= 2"):
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 2"):
         tiny_config(batch_size=1)
     (tmp_path / "checkpoint.pt").write_bytes(b"truncated")
     with pytest.raises(ValueError, match="not a readable checkpoint"):

@@ -11,7 +11,6 @@ random draws come from a generator seeded by (seed, epoch), so they do not depen
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -24,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import AugmentConfig
-from .checkpoints import load_checkpoint
+from .checkpoints import load_checkpoint, save_checkpoint, sidecar_of
 from .data import FeatureSet, feature_stats
 from .embed import knn_evaluate
 from .losses import nt_xent
@@ -32,7 +31,15 @@ from .models import ContrastiveModel, ProjectionHead, build_encoder
 from .runtime import PAPER_SEED, pick_device, seed_everything, write_atomic
 from .views import GraphedViews, ViewBuilder
 
-__all__ = ["PretrainConfig", "TrainingDiverged", "distributed_context", "pretrain", "write_metrics"]
+__all__ = [
+    "PretrainConfig",
+    "RunExistsError",
+    "TrainingDiverged",
+    "check_run_dir",
+    "distributed_context",
+    "pretrain",
+    "write_metrics",
+]
 
 
 @dataclass
@@ -62,13 +69,21 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError(
-                "epochs must be >= 1 and batch_size >= 2 (NT-Xent needs negatives), "
-                f"got {self.epochs}, {self.batch_size}"
-            )
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError(f"lr and temperature must be > 0, got {self.lr}, {self.temperature}")
+        checks = [
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 2, "an integer >= 2 (NT-Xent needs negatives)"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
+            ("gamma", 0 < self.gamma <= 1, "a number in (0, 1]"),
+            ("temperature", math.isfinite(self.temperature) and self.temperature > 0, "a finite number > 0"),
+            ("milestones", all(m >= 1 for m in self.milestones), "a list of epochs >= 1"),
+            ("knn_every", self.knn_every >= 0, "an integer >= 0"),
+            ("knn_k", self.knn_k >= 1, "an integer >= 1"),
+        ]
+        for key, ok, what in checks:
+            if not ok:
+                raise ValueError(f"{key}: expected {what}, got {getattr(self, key)!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -78,6 +93,41 @@ class PretrainConfig:
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunExistsError(ValueError):
+    """``run_dir`` already holds a run and neither ``resume`` nor ``overwrite`` was asked for."""
+
+
+#: The files of a run in ``run_dir``: a fresh run refuses to replace them unless asked to.
+RUN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv")
+
+
+def check_run_dir(run_dir, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse (:class:`RunExistsError`, one line) to start a fresh run in a ``run_dir`` that holds one.
+
+    A run is never replaced silently: ``resume`` continues it, ``overwrite`` replaces it (its files are removed
+    first), or a new ``run_dir`` is chosen. Cheap: the command line calls it before any data is prepared.
+    """
+    if run_dir is None or resume:
+        return
+    run_dir = Path(run_dir)
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not present:
+        return
+    if overwrite:
+        for name in [*RUN_FILES, sidecar_of(run_dir / "checkpoint.pt").name]:
+            (run_dir / name).unlink(missing_ok=True)
+        return
+    epoch = ""
+    try:
+        epoch = f" at epoch {len(json.loads((run_dir / 'metrics.json').read_text()))}"
+    except (OSError, ValueError):
+        pass
+    raise RunExistsError(
+        f"{run_dir}: already holds a run{epoch} ({', '.join(present)}); "
+        "pass --resume to continue it, --overwrite to replace it, or choose another run_dir"
+    )
 
 
 def write_metrics(history: list[dict], run_dir: Path) -> None:
@@ -113,12 +163,14 @@ def pretrain(
     resume: bool = False,
     device=None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[ContrastiveModel, list[dict]]:
     """Pre-train an encoder on ``train`` (labels unused); return the model and the per-epoch metrics.
 
     ``monitor``: sets for the kNN monitor (e.g. ``{"val": ..., "test": ...}``). ``run_dir``: where the
     checkpoint (``checkpoint.pt``) and metrics go; with ``resume`` an existing checkpoint there is
-    continued (its config must equal ``cfg``, but for more epochs).
+    continued (its config must equal ``cfg``, but for more epochs). Without ``resume``, a ``run_dir`` that holds a
+    run is refused (:class:`RunExistsError`) unless ``overwrite`` is given.
 
     Under ``torchrun`` (several processes) the model is wrapped in DistributedDataParallel: every rank
     draws the same clip order, takes its share of each global batch of ``cfg.batch_size`` clips, and
@@ -136,6 +188,8 @@ def pretrain(
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train)} clips)")
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
+        if rank == 0:
+            check_run_dir(run_dir, resume, overwrite)
         run_dir.mkdir(parents=True, exist_ok=True)
     mean, std = feature_stats(train.clips)
     packed = train.clips.to(device)
@@ -241,7 +295,7 @@ def pretrain(
                 "std": std,
                 "classes": train.classes,
             }
-            write_atomic(ckpt_path, save=functools.partial(torch.save, state))  # save(p) = torch.save(state, p)
+            save_checkpoint(state, ckpt_path)  # atomic, with its sha256 in checkpoint.pt.sha256
             write_metrics(history, run_dir)
         if world > 1:
             torch.distributed.barrier()
