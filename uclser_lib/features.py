@@ -19,6 +19,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import struct
+import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ import torchaudio.functional as AF  # noqa: E402
 
 __all__ = [
     "DEFAULT_PARAMS",
+    "DOWNMIX_LOSS_DB",
     "RESAMPLERS",
     "AudioError",
     "LogMel",
@@ -89,20 +93,81 @@ class AudioError(ValueError):
     """A file could not be turned into audio: the message names the file and why."""
 
 
+#: A downmix this far (dB) below the mean energy of its channels warns: the channels cancel (antiphase).
+DOWNMIX_LOSS_DB = 20.0
+_warned_downmix: set[str] = set()
+
+
+def _check_wav_length(path: Path) -> None:
+    """Raise :class:`AudioError` when a RIFF/WAVE file's data chunk is shorter than its header says (a truncated
+    copy or download, which libsndfile would decode silently as a shorter clip). Other formats are left alone."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            cid, n = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                if n in (0, 0xFFFFFFFF):  # a streamed WAV that never wrote its size: nothing to compare
+                    return
+                if pos + 8 + n > size:
+                    raise AudioError(
+                        f"{path}: truncated WAV: its data chunk declares {n} bytes, the file holds "
+                        f"{size - pos - 8} (an interrupted copy or download? fetch it again)"
+                    )
+                return
+            pos += 8 + n + (n & 1)
+
+
+def _check_downmix(path: Path, y: np.ndarray, mono: np.ndarray) -> None:
+    """Warn (once per file) when averaging the channels of ``y`` (N, C) loses most of their energy."""
+    channels = float(np.mean(np.square(y, dtype=np.float64)))  # the mean of the channels' energies
+    if channels <= 0 or str(path) in _warned_downmix:
+        return
+    mixed = float(np.mean(np.square(mono, dtype=np.float64)))
+    loss = 10 * np.log10(channels / max(mixed, 1e-30))
+    if loss > DOWNMIX_LOSS_DB:
+        _warned_downmix.add(str(path))
+        warnings.warn(
+            f"{path}: its {y.shape[1]} channels cancel when averaged to mono (the mix is {loss:.0f} dB below the "
+            "channels' mean energy: channels in antiphase?); the features describe what is left",
+            stacklevel=3,
+        )
+
+
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read a sound file as float32 mono in [-1, 1] (stereo is averaged); return ``(samples (N,), rate in Hz)``."""
+    """Read a sound file as float32 mono in [-1, 1] (stereo is averaged); return ``(samples (N,), rate in Hz)``.
+
+    A WAV shorter than its header says is an :class:`AudioError`; a multi-channel file whose channels cancel when
+    averaged (more than :data:`DOWNMIX_LOSS_DB` dB lost) warns once, naming it.
+    """
     import soundfile as sf  # imported here: training code needs no audio I/O package
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
     try:
+        _check_wav_length(path)
+    except OSError as err:
+        raise AudioError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
         y, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError... by format
         raise AudioError(f"{path}: not a readable audio file ({err})") from None
     if y.shape[0] == 0:
         raise AudioError(f"{path}: the audio file holds no samples")
-    y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
+    if y.shape[1] > 1:
+        mono = y.mean(axis=1)
+        _check_downmix(path, y, mono)
+        y = mono
+    else:
+        y = y[:, 0]
     if not np.isfinite(y).all():
         raise AudioError(f"{path}: the audio holds NaN or infinite samples")
     return np.ascontiguousarray(y), int(sr)
@@ -332,6 +397,23 @@ def _keep_list(batch):
     return batch
 
 
+def _die_with_parent(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the kernel kills this worker when its parent dies (Linux ``PR_SET_PDEATHSIG``),
+    so a killed extraction leaves no worker behind; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call: nobody would kill us
+        os._exit(1)
+
+
 def extract_many(
     paths: Sequence,
     params: LogMelParams = DEFAULT_PARAMS,
@@ -355,7 +437,13 @@ def extract_many(
         workers = max(0, min(8, (os.cpu_count() or 1) - (0 if on_cpu else 1)))
     module = LogMel(params).to(device)
     data = _ReadAudio(paths, params, resampler, module if on_cpu else None)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=_keep_list)
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_keep_list,
+        worker_init_fn=_die_with_parent if workers else None,
+    )
     for batch in loader:
         if not on_cpu:
             waves = [w for _, w, err, _ in batch if err is None]
