@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import fcntl
 import json
 import os
+import shutil
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .features import DEFAULT_PARAMS, AudioError, LogMelParams, extract_many
-from .runtime import PAPER_SEED
+from .runtime import PAPER_SEED, disk_full_error
 
 __all__ = [
     "AUDIO_DIRS",
@@ -177,21 +181,46 @@ def audio_durations(meta: DatasetMeta, split: str) -> np.ndarray:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a metadata CSV, each with its ``_line``; a one-line error naming the file, line and value for
+    text that is not UTF-8, a missing column, an empty or space-padded fname or label, or a clip listed twice.
+    A UTF-8 byte-order mark is accepted."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: metadata file not found (expected FSDnoisy18k's layout: {META_DIR}/{path.name})"
         )
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; header is {header}, expected {list(columns)}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if any(row.get(c) in (None, "") for c in ("fname", "label")):
-                raise ValueError(f"{path}, line {line}: empty fname or label in {row}")
-            rows.append(row)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); "
+            "save the file as UTF-8"
+        ) from None
+    reader = csv.DictReader(text.splitlines())
+    header = reader.fieldnames or []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; header is {header}, expected {list(columns)}")
+    rows, first_line = [], {}
+    for line, row in enumerate(reader, start=2):
+        for c in ("fname", "label"):
+            value = row.get(c)
+            if value in (None, ""):
+                raise ValueError(f"{path}, line {line}: empty {c} in {row}")
+            if value != value.strip():
+                raise ValueError(f"{path}, line {line}: {c} {value!r} has leading or trailing spaces")
+        fname = row["fname"]
+        if fname in first_line:
+            first = rows[first_line[fname]]
+            what = "again" if first["label"] == row["label"] else f"with label {first['label']!r}"
+            raise ValueError(
+                f"{path}, line {line}: {fname} (label {row['label']!r}) is listed {what} at line {first['_line']}; "
+                "a clip must be listed once"
+            )
+        first_line[fname] = len(rows)
+        row["_line"] = line
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no clip listed")
     return rows
@@ -224,10 +253,21 @@ def read_meta(root, check_files: bool = True) -> DatasetMeta:
         for r in train_rows
     ]
     test = [ClipMeta(r["fname"], r["label"], True) for r in test_rows]
+    in_train = {r["fname"]: r["_line"] for r in train_rows}
+    both = [r for r in test_rows if r["fname"] in in_train]
+    if both:
+        r = both[0]
+        raise ValueError(
+            f"{meta / 'test.csv'}, line {r['_line']}: {r['fname']} is also in train.csv (line {in_train[r['fname']]}); "
+            f"a clip belongs to one split ({len(both)} clip(s) are in both)"
+        )
     classes = sorted({c.label for c in train})
     unknown = sorted({c.label for c in test} - set(classes))
     if unknown:
-        raise ValueError(f"{meta / 'test.csv'}: label(s) {unknown} do not occur in train.csv (classes: {classes})")
+        line = next(r["_line"] for r in test_rows if r["label"] == unknown[0])
+        raise ValueError(
+            f"{meta / 'test.csv'}, line {line}: label(s) {unknown} do not occur in train.csv (classes: {classes})"
+        )
     out = DatasetMeta(root, train, test, classes)
     if check_files:
         for split in AUDIO_DIRS:
@@ -347,24 +387,105 @@ def load_features(path, params: LogMelParams = DEFAULT_PARAMS) -> FeatureSet:
         )
 
 
+def _lock_holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        return "an unknown process"
+    return f"PID {pid}" if pid.isdigit() else "an unknown process"
+
+
 @contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive advisory lock on ``path`` (two processes never extract the same split at once)."""
+def _locked(path: Path, what: str = "this extraction"):
+    """An exclusive lock on ``path`` (two processes never extract the same split at once).
+
+    A POSIX record lock (``lockf``): it belongs to this process alone, is not inherited by forked DataLoader
+    workers and is released by the kernel when the process dies, however it dies (even ``kill -9``). The holder
+    writes its PID into the file; a process that has to wait says which lock it waits for and who holds it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise OSError(err.errno, f"{path}: cannot create the lock file for {what} ({err.strerror})") from None
+    try:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(
+                f"waiting for {path}: held by {_lock_holder(path)} (another extraction of the same features); "
+                "it is released when that process ends",
+                file=sys.stderr,
+                flush=True,
+            )
+            t0 = time.monotonic()
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            print(f"got {path} after {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
-def _open_partial(part: Path, clips: list[ClipMeta], identity: dict) -> h5py.File:
-    """Open the partial file of an interrupted extraction if it is the same job, else start a new one."""
+def _same_job(stored: str | None, identity: dict) -> bool:
+    """True when a file's ``job`` attribute describes ``identity`` (files that recorded ``on_error`` included)."""
+    try:
+        job = json.loads(stored or "{}")
+    except ValueError:
+        return False
+    job.pop("on_error", None)
+    return job == identity
+
+
+def _sources(meta, split: str, clips: list[ClipMeta]) -> tuple[str, np.ndarray]:
+    """The identity of the audio files: their folder, and (N, 2) int64 size in bytes and mtime in ns (-1: absent)."""
+    stats = np.full((len(clips), 2), -1, dtype=np.int64)
+    for i, c in enumerate(clips):
+        try:
+            st = os.stat(meta.audio_path(split, c))
+        except OSError:
+            continue
+        stats[i] = (st.st_size, st.st_mtime_ns)
+    return str(Path(meta.root).expanduser().resolve()), stats
+
+
+def _changed_source(f: h5py.File, meta, split: str, clips: list[ClipMeta], sources) -> str | None:
+    """Why the features in ``f`` no longer match their audio files (``sources``), or None when they do."""
+    root, stats = sources
+    if "source_stat" not in f:
+        return "it records no identity of its audio files (written by an older uclser_lib)"
+    if f.attrs.get("source_root") != root:
+        return f"its audio came from {f.attrs.get('source_root')}, now from {root}"
+    stored = f["source_stat"][...]
+    if stored.shape != stats.shape:
+        return "its list of audio files differs"
+    bad = np.flatnonzero((stored != stats).any(axis=1))
+    if len(bad):
+        i = int(bad[0])
+        (s0, t0), (s1, t1) = stored[i], stats[i]
+        how = "size" if s0 != s1 else "modification time"
+        return (
+            f"{meta.audio_path(split, clips[i])} changed since extraction ({how}: {s0 if s0 != s1 else t0} -> "
+            f"{s1 if s0 != s1 else t1}; {len(bad)} file(s) changed)"
+        )
+    return None
+
+
+def _open_partial(part: Path, clips: list[ClipMeta], identity: dict, sources) -> h5py.File:
+    """Open the partial file of an interrupted extraction if it is the same job on the same audio files, else start
+    a new one."""
     if part.exists():
         try:
             f = h5py.File(part, "a")
-            if json.loads(f.attrs.get("job", "{}")) == identity:
+            root, stats = sources
+            same = (
+                _same_job(f.attrs.get("job"), identity)
+                and f.attrs.get("source_root") == root
+                and "source_stat" in f
+                and np.array_equal(f["source_stat"][...], stats)
+            )
+            if same:
                 return f
             f.close()
         except (OSError, KeyError, ValueError):
@@ -374,6 +495,8 @@ def _open_partial(part: Path, clips: list[ClipMeta], identity: dict) -> h5py.Fil
     f.attrs["job"] = json.dumps(identity)
     f.attrs["n_done"] = 0
     f.attrs["skipped"] = "[]"
+    f.attrs["source_root"] = sources[0]
+    f.create_dataset("source_stat", data=sources[1])
     f.create_dataset(
         "features",
         shape=(0, identity["params"]["n_mels"]),
@@ -383,6 +506,37 @@ def _open_partial(part: Path, clips: list[ClipMeta], identity: dict) -> h5py.Fil
     )
     f.create_dataset("lengths", shape=(len(clips),), dtype="int64", fillvalue=-1)
     return f
+
+
+#: The datasets written when an extraction is finished (a rerun after a crash before the rename rewrites them).
+_FINAL_DATASETS = ("offsets", "fname", "label", "clean", "noisy_small")
+
+
+def _check_complete(
+    out_path: Path, meta, split: str, clips: list[ClipMeta], identity: dict, sources, on_error: str
+) -> str | None:
+    """None when ``out_path`` holds this extraction of these audio files (it is used as it is); else why it is stale.
+
+    Raises :class:`FeatureFileError` when it holds another extraction (other parameters or clips).
+    """
+    try:
+        f = h5py.File(out_path, "r")
+    except OSError as err:
+        return f"it is not a readable HDF5 file ({err})"
+    with f:
+        if not _same_job(f.attrs.get("job"), identity):
+            raise FeatureFileError(
+                f"{out_path}: exists but holds another extraction (other parameters or clips); delete it to re-extract"
+            )
+        why = _changed_source(f, meta, split, clips, sources)
+        skipped = json.loads(f.attrs.get("skipped", "[]"))
+    if why is None and skipped and on_error == "raise":
+        warnings.warn(
+            f"{out_path}: made with on_error='skip', without {len(skipped)} unreadable file(s):\n  "
+            + "\n  ".join(skipped),
+            stacklevel=3,
+        )
+    return why
 
 
 def extract_split(
@@ -399,72 +553,46 @@ def extract_split(
     """Extract the log-mel features of every clip of ``split`` into one HDF5 file at ``out_path``.
 
     Resumable: progress is kept in ``<out_path>.part`` and flushed every ``flush_every`` clips; the finished
-    file is renamed into place, so ``out_path`` is either absent or complete. An existing complete file with
-    the same parameters and clips is kept as it is. ``on_error="raise"`` stops at the first unreadable file
-    (naming it; what was extracted before is kept for the resume); ``"skip"`` leaves such files out and lists
-    them in the file's ``skipped`` attribute and in a warning.
+    file is renamed into place, so ``out_path`` is either absent or complete. The file records the identity of its
+    audio files (their folder, each one's size and modification time): an existing complete file with the same
+    parameters and clips is kept as it is while its audio files are unchanged, and re-extracted, with a warning
+    saying which file changed, when they are not. Using a complete file needs no write access (a read-only folder
+    works). ``on_error="raise"`` stops at the first unreadable file (naming it; what was extracted before is kept
+    for the resume); ``"skip"`` leaves such files out and lists them in the file's ``skipped`` attribute and in a
+    warning. A file made with ``"skip"`` is used by later calls with either value (with a warning under
+    ``"raise"``). A full disk stops the extraction with "no space left on device" naming the file; what was
+    flushed before is kept for the resume.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     out_path = Path(out_path)
     clips = meta.clips(split)
-    identity = {"split": split, "params": params.to_dict(), "fnames": [c.fname for c in clips], "on_error": on_error}
+    identity = {"split": split, "params": params.to_dict(), "fnames": [c.fname for c in clips]}
     part = out_path.with_name(out_path.name + ".part")
-    with _locked(out_path.with_name(out_path.name + ".lock")):
-        if out_path.exists():
-            with h5py.File(out_path, "r") as f:
-                same = json.loads(f.attrs.get("job", "{}")) == identity
-            if same:
+    sources = _sources(meta, split, clips)
+    if out_path.exists():  # no lock needed to read a complete file: it was renamed into place whole
+        why = _check_complete(out_path, meta, split, clips, identity, sources, on_error)
+        if why is None:
+            return out_path
+    with _locked(out_path.with_name(out_path.name + ".lock"), f"the extraction of {out_path}"):
+        if out_path.exists():  # made or refreshed by another process while we waited?
+            why = _check_complete(out_path, meta, split, clips, identity, sources, on_error)
+            if why is None:
                 return out_path
-            raise FeatureFileError(
-                f"{out_path}: exists but holds another extraction (other parameters or clips); delete it to re-extract"
+            warnings.warn(f"{out_path}: re-extracting its features: {why}", stacklevel=2)
+            out_path.unlink()
+        try:
+            skipped = _extract_into(
+                part, meta, split, clips, identity, sources, params, device, workers, on_error, progress, flush_every
             )
-        with _open_partial(part, clips, identity) as f:
-            done = int(f.attrs["n_done"])
-            skipped = json.loads(f.attrs["skipped"])
-            lengths = f["lengths"]
-            feats = f["features"]
-            feats.resize(int(np.maximum(lengths[:done], 0).sum()), axis=0)  # drop rows written after the last flush
-            paths = [meta.audio_path(split, c) for c in clips[done:]]
-            bar = tqdm(total=len(clips), initial=done, desc=f"log-mel {split}", unit="clip", disable=not progress)
-            pending, pending_len = [], []
-            with bar:
-                for k, (_, x, err, _) in enumerate(extract_many(paths, params, device, workers)):
-                    if err is not None:
-                        if on_error == "raise":
-                            _flush(f, feats, lengths, pending, pending_len, done + k, skipped)
-                            raise AudioError(f"while extracting {split}: {err}")
-                        skipped.append(err)
-                        pending_len.append(0)
-                    else:
-                        pending.append(x)
-                        pending_len.append(len(x))
-                    bar.update()
-                    if len(pending_len) >= flush_every:
-                        _flush(f, feats, lengths, pending, pending_len, done + k + 1, skipped)
-                _flush(f, feats, lengths, pending, pending_len, len(clips), skipped)
-            keep = np.flatnonzero(lengths[...] > 0)
-            if len(keep) == 0:
-                raise AudioError(f"while extracting {split}: no file could be read ({len(skipped)} skipped)")
-            offsets = np.zeros(len(keep) + 1, dtype=np.int64)
-            offsets[1:] = np.cumsum(lengths[...][keep])
-            f.create_dataset("offsets", data=offsets)
-            f.create_dataset("fname", data=np.array([clips[i].fname.encode() for i in keep]))
-            f.create_dataset("label", data=np.array([meta.classes.index(clips[i].label) for i in keep], dtype=np.int64))
-            f.create_dataset("clean", data=np.array([clips[i].clean for i in keep]))
-            f.create_dataset("noisy_small", data=np.array([clips[i].noisy_small for i in keep]))
-            f.attrs.update(
-                {
-                    "format": "uclser-logmel",
-                    "format_version": FORMAT_VERSION,
-                    "split": split,
-                    "params": json.dumps(params.to_dict()),
-                    "classes": json.dumps(meta.classes),
-                    "source": str(meta.root),
-                    "uclser_version": __version__,
-                }
-            )
-        os.replace(part, out_path)
+            os.replace(part, out_path)
+        except (OSError, RuntimeError) as err:
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC and "no space left" in str(err):
+                raise  # ours, with what was kept
+            full = disk_full_error(err, part)
+            if full is not None:
+                raise full from None
+            raise
     if skipped:
         warnings.warn(
             f"{out_path}: skipped {len(skipped)} unreadable file(s):\n  " + "\n  ".join(skipped), stacklevel=2
@@ -472,9 +600,88 @@ def extract_split(
     return out_path
 
 
+def _extract_into(
+    part, meta, split, clips, identity, sources, params, device, workers, on_error, progress, flush_every
+) -> list[str]:
+    """Extract (or resume extracting) ``clips`` into the partial file ``part`` and finish it; the skipped files."""
+    with _open_partial(part, clips, identity, sources) as f:
+        done = int(f.attrs["n_done"])
+        skipped = json.loads(f.attrs["skipped"])
+        lengths = f["lengths"]
+        feats = f["features"]
+        feats.resize(int(np.maximum(lengths[:done], 0).sum()), axis=0)  # drop rows written after the last flush
+        paths = [meta.audio_path(split, c) for c in clips[done:]]
+        bar = tqdm(total=len(clips), initial=done, desc=f"log-mel {split}", unit="clip", disable=not progress)
+        pending, pending_len = [], []
+        with bar:
+            for k, (_, x, err, _) in enumerate(extract_many(paths, params, device, workers)):
+                if err is not None:
+                    if on_error == "raise":
+                        _flush(f, feats, lengths, pending, pending_len, done + k, skipped)
+                        raise AudioError(f"while extracting {split}: {err}")
+                    skipped.append(err)
+                    pending_len.append(0)
+                else:
+                    pending.append(x)
+                    pending_len.append(len(x))
+                bar.update()
+                if len(pending_len) >= flush_every:
+                    _flush(f, feats, lengths, pending, pending_len, done + k + 1, skipped)
+            _flush(f, feats, lengths, pending, pending_len, len(clips), skipped)
+        keep = np.flatnonzero(lengths[...] > 0)
+        if len(keep) == 0:
+            raise AudioError(f"while extracting {split}: no file could be read ({len(skipped)} skipped)")
+        offsets = np.zeros(len(keep) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(lengths[...][keep])
+        _check_space(part, 64 * len(clips) + (1 << 20), len(clips))
+        for name in _FINAL_DATASETS:  # left by a run that finished the file but died before the rename
+            if name in f:
+                del f[name]
+        f.create_dataset("offsets", data=offsets)
+        f.create_dataset("fname", data=np.array([clips[i].fname.encode() for i in keep]))
+        f.create_dataset("label", data=np.array([meta.classes.index(clips[i].label) for i in keep], dtype=np.int64))
+        f.create_dataset("clean", data=np.array([clips[i].clean for i in keep]))
+        f.create_dataset("noisy_small", data=np.array([clips[i].noisy_small for i in keep]))
+        f.attrs.update(
+            {
+                "format": "uclser-logmel",
+                "format_version": FORMAT_VERSION,
+                "split": split,
+                "params": json.dumps(params.to_dict()),
+                "classes": json.dumps(meta.classes),
+                "source": str(meta.root),
+                "uclser_version": __version__,
+            }
+        )
+        f.flush()
+    return skipped
+
+
+#: Free space kept on the disk of a feature file beyond what the next write needs (HDF5 cannot survive a failed
+#: write: its file would be left unreadable, so a write that might not fit is not started).
+SPACE_MARGIN = 64 << 20
+
+
+def _check_space(path: Path, needed: int, n_kept: int) -> None:
+    """Raise ``OSError(ENOSPC)`` naming ``path`` when its disk cannot take ``needed`` bytes and the margin."""
+    free = shutil.disk_usage(path.parent).free
+    if free < 2 * needed + SPACE_MARGIN:
+        raise OSError(
+            errno.ENOSPC,
+            f"{path}: no space left on device ({free / 1e6:.0f} MB free, the next write needs about "
+            f"{(2 * needed + SPACE_MARGIN) / 1e6:.0f} MB); the {n_kept} clip(s) extracted so far are kept: free some "
+            "space, then run again to resume",
+        )
+
+
 def _flush(f, feats, lengths, pending: list, pending_len: list, n_done: int, skipped: list) -> None:
-    """Append the pending clips to the partial file and record how far the extraction got."""
+    """Append the pending clips to the partial file and record how far the extraction got.
+
+    The rows go first and ``n_done`` last. A write that may not fit on the disk is not started (``OSError(ENOSPC)``),
+    so the partial file keeps the last flushed state.
+    """
     start = n_done - len(pending_len)
+    _check_space(Path(f.filename), sum(x.nbytes for x in pending) + 8 * len(pending_len) + (1 << 20), start)
     if pending:
         rows = np.concatenate(pending)
         n = feats.shape[0]
@@ -482,6 +689,7 @@ def _flush(f, feats, lengths, pending: list, pending_len: list, n_done: int, ski
         feats[n:] = rows
     if pending_len:
         lengths[start:n_done] = pending_len
+    f.flush()
     f.attrs["n_done"] = n_done
     f.attrs["skipped"] = json.dumps(skipped)
     f.flush()

@@ -36,7 +36,13 @@ class Course:
 
 
 def prepare(
-    preset: str | None = None, fsd_root=None, features_dir=None, device=None, progress: bool = True, dataset=None
+    preset: str | None = None,
+    fsd_root=None,
+    features_dir=None,
+    device=None,
+    progress: bool = True,
+    dataset=None,
+    on_error: str = "raise",
 ) -> Course:
     """Make sure a dataset and its features exist, and load them.
 
@@ -49,6 +55,8 @@ def prepare(
     used; otherwise the embedded course dataset ``preset`` (``"tiny"`` in smoke mode, else ``"course"``)
     is generated under :func:`~uclser_lib.runtime.data_root` if missing. Features go to ``features_dir``
     (default ``<data root>/<name>/features``). Every step resumes where an interrupted one stopped.
+    ``on_error="skip"`` leaves unreadable audio files of FSDnoisy18k's layout out (listed in a warning) instead of
+    stopping at the first one (:func:`~uclser_lib.data.extract_split`); folders always skip them.
     """
     if dataset not in (None, "course"):
         from . import folders
@@ -77,7 +85,11 @@ def prepare(
         features_dir = Path(features_dir or root / "features")
     meta = read_meta(root)
     sets = {
-        split: load_features(extract_split(meta, split, features_dir / f"{split}.h5", device=device, progress=progress))
+        split: load_features(
+            extract_split(
+                meta, split, features_dir / f"{split}.h5", device=device, progress=progress, on_error=on_error
+            )
+        )
         for split in ("train", "test")
     }
     return Course(root, meta, sets["train"], sets["test"], name)
