@@ -133,7 +133,18 @@ def load_encoder(spec: str, pretrain_set=None, device="cpu") -> tuple[Encoder, f
         mean, std = feature_stats(pretrain_set.clips)
         return build_encoder(spec.split(":", 1)[1], n_classes=len(pretrain_set.classes)).to(device).eval(), mean, std
     if spec.endswith(".pt") and Path(spec).is_file():
+        path = Path(spec)
+        listed = {e.get("file"): n for n, e in read_manifest(path.parent).items()}
+        if path.name in listed:  # an exported encoder (pretrained/<name>.pt): loaded through its manifest entry
+            encoder, info = load_pretrained(listed[path.name], folder=path.parent, device=device)
+            return encoder, info["mean"], info["std"]
         ckpt = load_checkpoint(spec)
+        if "config" not in ckpt or "model" not in ckpt:
+            kind = "an exported encoder not listed in a manifest.json beside it" if "encoder" in ckpt else "not a run"
+            raise ValueError(
+                f"{spec}: {kind} checkpoint; expected a pre-training run's checkpoint.pt or the name of an exported "
+                f"encoder in pretrained/manifest.json (available: {sorted(read_manifest())})"
+            )
         encoder = build_encoder(ckpt["config"]["arch"], n_classes=len(ckpt["classes"]))
         encoder.load_state_dict({k[len("encoder.") :]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")})
         return encoder.to(device).eval(), ckpt["mean"], ckpt["std"]
