@@ -13,40 +13,63 @@
   comparisons and add the label-efficiency and label-noise curves; ``--merge-into FILE`` puts a rerun's rows into
   an earlier results file. Each results file lists in ``runs`` the command, date, machine and recipe of its parts.
 
-Configs are YAML (read with ``yaml.safe_load``); a bare file name means a shipped config in
-``uclser_lib/configs/``. Every key can be overridden as ``--key value`` (nested: ``--section.key value``);
-unknown keys and wrong types are errors. Under ``torchrun`` with several processes, ``pretrain`` uses
-DistributedDataParallel.
+Configs are YAML (read with ``yaml.safe_load``, but ``1e-3`` is a number); a bare file name means a shipped config
+in ``uclser_lib/configs/``. Every key can be overridden as ``--key value`` or ``--key=value`` (nested:
+``--section.key value``); unknown keys, wrong types, non-finite numbers and values out of range are errors, found
+before any data is prepared. Under ``torchrun`` with several processes, ``pretrain`` uses DistributedDataParallel.
+
+Errors: one line ``error: <file, key or value>: <what was expected>`` on stderr and exit code 2 (130 when
+interrupted); ``--debug`` (anywhere on the line) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .runtime import describe_machine, pick_device, write_atomic
 
 
-def _dataset(values: dict, device):
+def _data_spec(values: dict) -> dict:
+    """The ``data`` section of a config, checked (cheap: nothing is prepared)."""
     from .config import ConfigError
-    from .datasets import prepare
 
     data = values.pop("data", None) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config.data: expected a mapping (preset, fsd_root, dataset), got {data!r}")
     unknown = sorted(set(data) - {"preset", "fsd_root", "dataset"})
     if unknown:
         raise ConfigError(f"config.data: unknown key(s) {unknown}; known: ['dataset', 'fsd_root', 'preset']")
+    if data.get("preset") not in (None, "tiny", "course"):
+        raise ConfigError(f"config.data.preset: expected tiny, course or null, got {data['preset']!r}")
+    for key in ("fsd_root", "dataset"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ConfigError(f"config.data.{key}: expected a name or a folder path, got {data[key]!r}")
+    return data
+
+
+def _dataset(data: dict, device):
+    from .datasets import prepare
+
     return prepare(data.get("preset"), fsd_root=data.get("fsd_root"), device=device, dataset=data.get("dataset"))
 
 
 def pretrain_command(args, overrides: list[str]) -> int:
-    from .config import build, merge, parse_overrides, read_yaml
+    from .config import ConfigError, build, merge, parse_overrides, read_yaml
     from .pretrained import export_encoder
-    from .train import PretrainConfig, pretrain
+    from .train import PretrainConfig, check_run_dir, pretrain
 
     values = merge(read_yaml(args.config), parse_overrides(overrides))
     run_dir = values.pop("run_dir", "runs/pretrain")
-    course = _dataset(values, args.device)
-    cfg = build(PretrainConfig, values)
+    if not isinstance(run_dir, str) or not run_dir:
+        raise ConfigError(f"config.run_dir: expected a folder path, got {run_dir!r}")
+    data = _data_spec(values)
+    cfg = build(PretrainConfig, values)  # the whole config is checked before any data is prepared
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite: choose one (continue the run, or replace it)")
+    check_run_dir(run_dir, resume=args.resume, overwrite=False)  # refused now, not after the data is ready
+    course = _dataset(data, args.device)
     splits = course.splits(cfg.seed)
     _, history = pretrain(
         cfg,
@@ -55,12 +78,42 @@ def pretrain_command(args, overrides: list[str]) -> int:
         run_dir=run_dir,
         resume=args.resume,
         device=args.device,
+        overwrite=args.overwrite,
     )
     print(f"done: {len(history)} epochs, final loss {history[-1]['loss']:.4f}; checkpoint and metrics in {run_dir}")
     if args.export:
         entry = export_encoder(f"{run_dir}/checkpoint.pt", args.export, dataset=course.name)
         print(f"exported pretrained/{entry['file']} (sha256 {entry['sha256'][:12]}...)")
     return 0
+
+
+def _check_encoder_spec(spec: str) -> None:
+    """An encoder spec that cannot load is refused before any data is prepared (cheap checks only)."""
+    from pathlib import Path
+
+    from .config import ConfigError
+    from .models import ARCHITECTURES
+    from .pretrained import read_manifest
+
+    kind, _, arch = spec.partition(":")
+    if kind == "random" and arch:
+        if arch not in ARCHITECTURES:
+            raise ConfigError(
+                f"config.encoder: {spec!r}: unknown architecture, expected random:<{'|'.join(ARCHITECTURES)}>"
+            )
+        return
+    if kind == "released" and arch:
+        return  # load_encoder names what is missing
+    if spec.endswith(".pt"):
+        if not Path(spec).is_file():
+            raise ConfigError(f"config.encoder: {spec}: no such file")
+        return
+    names = sorted(read_manifest())
+    if spec not in names:
+        raise ConfigError(
+            f"config.encoder: {spec!r}: expected a pretrained name ({', '.join(names)}), a checkpoint path or "
+            "random:<arch>"
+        )
 
 
 def downstream_command(args, overrides: list[str]) -> int:
@@ -83,9 +136,11 @@ def downstream_command(args, overrides: list[str]) -> int:
         )
     if task not in TASKS:
         raise ConfigError(f"config.task: expected one of {sorted(TASKS)}, got {task!r}")
-    course = _dataset(values, args.device)
+    _check_encoder_spec(spec)
+    data = _data_spec(values)
     linear = args.command == "linear-eval"
-    cfg = build(LinearEvalConfig if linear else FinetuneConfig, values)
+    cfg = build(LinearEvalConfig if linear else FinetuneConfig, values)  # checked before any data is prepared
+    course = _dataset(data, args.device)
     splits = course.splits(cfg.seed)
     encoder, mean, std = load_encoder(spec, splits["pretrain"])
     run = linear_eval if linear else finetune
@@ -194,10 +249,42 @@ def evaluate_command(args, argv: list[str]) -> int:
     return 0
 
 
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: its message (the first line, with the count of the others), or its type."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[0] + (f" (and {len(lines) - 1} more line(s); --debug shows them)" if len(lines) > 1 else "")
+    from .config import ConfigError
+
+    ours = isinstance(err, (ValueError, OSError, KeyError)) or type(err).__module__.startswith("uclser_lib")
+    return text if ours or isinstance(err, ConfigError) else f"{type(err).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors are one line ``error: ...`` on stderr with exit code 2, the traceback with --debug."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("UCLSER_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted (what was written so far is kept; rerun to resume)", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 — the one error format of the command line
+        if debug:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     from .experiments import STAGES
 
     parser = argparse.ArgumentParser(prog="python -m uclser_lib", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also: UCLSER_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("extract", help="generate the course dataset if needed and extract its log-mel features")
     ex.add_argument(
@@ -213,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dataset", default=None, help="course (default), fsdnoisy18k, esc50 or a folder path (docs/real-audio.md)"
     )
     ex.add_argument("--device", default=None, help="device for the STFT (default: CUDA when present)")
+    ex.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave unreadable audio files out (each is listed) instead of stopping at the first one",
+    )
     pt = sub.add_parser(
         "pretrain", help="contrastive pre-training from a YAML config (extra --key value pairs override it)"
     )
@@ -220,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         "--config", default="pretrain.yaml", help="YAML file, or the name of a shipped config (default: pretrain.yaml)"
     )
     pt.add_argument("--resume", action="store_true", help="continue the checkpoint in run_dir")
+    pt.add_argument(
+        "--overwrite", action="store_true", help="replace the run in run_dir (without it, a run there is refused)"
+    )
     pt.add_argument("--export", default=None, metavar="NAME", help="write the encoder to pretrained/NAME.pt when done")
     pt.add_argument("--device", default=None)
     exp = sub.add_parser(
@@ -288,44 +383,41 @@ def main(argv: list[str] | None = None) -> int:
     add_real_commands(sub)
     args, rest = parser.parse_known_args(argv)
 
-    from .config import ConfigError
+    if args.command == "extract":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        from .datasets import prepare
 
-    try:
-        if args.command == "extract":
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
-            from .datasets import prepare
+        course = prepare(
+            args.preset,
+            fsd_root=args.fsd_root,
+            device=args.device,
+            dataset=args.dataset,
+            on_error="skip" if args.skip_unreadable else "raise",
+        )
+        print(
+            f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, features in {course.root}"
+        )
+        return 0
+    if args.command in ("download", "crossval"):
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return run_real_command(args, argv)
+    if args.command == "export":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        from .pretrained import export_encoder
 
-            course = prepare(args.preset, fsd_root=args.fsd_root, device=args.device, dataset=args.dataset)
-            print(
-                f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, "
-                f"features in {course.root}"
-            )
-            return 0
-        if args.command in ("download", "crossval"):
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
-            return run_real_command(args, argv if argv is not None else sys.argv[1:])
-        if args.command == "export":
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
-            from .pretrained import export_encoder
-
-            entry = export_encoder(f"{args.run_dir}/checkpoint.pt", args.name, dataset=args.dataset)
-            print(
-                f"exported pretrained/{entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}...)"
-            )
-            return 0
-        if args.command == "evaluate":
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
-            return evaluate_command(args, argv if argv is not None else sys.argv[1:])
-        if args.command in ("linear-eval", "finetune"):
-            return downstream_command(args, rest)
-        return pretrain_command(args, rest)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        entry = export_encoder(f"{args.run_dir}/checkpoint.pt", args.name, dataset=args.dataset)
+        print(f"exported pretrained/{entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}...)")
+        return 0
+    if args.command == "evaluate":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return evaluate_command(args, argv)
+    if args.command in ("linear-eval", "finetune"):
+        return downstream_command(args, rest)
+    return pretrain_command(args, rest)
 
 
 if __name__ == "__main__":
