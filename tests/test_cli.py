@@ -12,6 +12,7 @@ import torch
 from uclser_lib import pretrained
 from uclser_lib.__main__ import main
 from uclser_lib.config import ConfigError, build, parse_overrides
+from uclser_lib.experiments import STAGE_INITS
 from uclser_lib.train import PretrainConfig
 
 
@@ -80,7 +81,7 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics[0]["epoch"] == 1 and "test_knn_balanced" in metrics[0]
     encoder, info = pretrained.load_pretrained("tiny-resnet18")
-    assert info["arch"] == "resnet18" and info["epochs"] == 1 and info["dataset"] == "course_tiny"
+    assert info["arch"] == "resnet18" and info["epochs"] == 1 and info["dataset"] == "course2_tiny"
     assert not encoder.training and encoder.embed(torch.zeros(2, 1, 101, 96)).shape == (2, 512)
     # the evaluation command on the exported encoder, with a label-noise point
     out = tmp_path / "results.json"
@@ -92,6 +93,14 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
                 "tiny-resnet18",
                 "--epochs",
                 "1",
+                "--seeds",
+                "0",
+                "--linear-lrs",
+                "0.1",
+                "--finetune-lrs",
+                "0.01",
+                "--probe-epochs",
+                "0",
                 "--label-noise",
                 "0.5",
                 "--device",
@@ -105,8 +114,13 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     results = json.loads(out.read_text())
     assert {(r["init"], r["stage"], r["task"]) for r in results["summary"]} == {
         (i, s, t)
-        for i in ("pretrained", "random")
         for s, t in (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
+        for i in STAGE_INITS[s]
+    }
+    assert results["recipe"]["linear_lrs"] == [0.1] and {g["baseline"] for g in results["gains"]} == {
+        "random",
+        "random_bn",
+        "handcrafted",
     }
     assert {r["wrong_rate"] for r in results["label_noise"]["rows"]} == {0.5}
     # a rerun of one stage, with another seed, put into that file; its command is recorded
@@ -120,6 +134,12 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
         "finetune:clean",
         "--seeds",
         "3",
+        "--linear-lrs",
+        "0.1",
+        "--finetune-lrs",
+        "0.01",
+        "--probe-epochs",
+        "0",
         "--device",
         "cpu",
         "--merge-into",
@@ -131,7 +151,11 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     assert [r["command"] for r in merged["runs"]] == [r["command"] for r in results["runs"]] + [
         "python -m uclser_lib " + " ".join(merge)
     ]
-    assert merged["runs"][-1]["probe_epochs"] == 100 and merged["runs"][-1]["machine"]["torch"] == torch.__version__
+    assert merged["recipe"]["probe_epochs"] == [0] and merged["runs"][-1]["machine"]["torch"] == torch.__version__
+    # another grid is another recipe: refused before any run, the file untouched
+    before = out.read_text()
+    assert main([*merge[:-2], "--finetune-lrs", "0.03", *merge[-2:]]) == 2
+    assert "different recipes" in capsys.readouterr().err and out.read_text() == before
     before = out.read_text()
     assert main([*merge[:4], "2", *merge[5:]]) == 2  # other epochs: refused before any run, the file untouched
     assert "different epochs: 1 vs 2" in capsys.readouterr().err and out.read_text() == before
@@ -144,6 +168,14 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
                 "tiny-resnet18",
                 "--epochs",
                 "1",
+                "--seeds",
+                "0",
+                "--linear-lrs",
+                "0.1",
+                "--finetune-lrs",
+                "0.01",
+                "--probe-epochs",
+                "0",
                 "--stages",
                 "--label-noise",
                 "0.5",
@@ -197,7 +229,7 @@ def test_downstream_commands(tmp_path, command, extra):
         == 0
     )
     report = json.loads(out.read_text())
-    assert report["dataset"] == "course_tiny" and len(report["history"]) == 2 and 1 <= report["best_epoch"] <= 2
+    assert report["dataset"] == "course2_tiny" and len(report["history"]) == 2 and 1 <= report["best_epoch"] <= 2
     # the selected epoch is the first of best validation balanced accuracy, and its scores are the ones reported
     vals = [h["val_balanced"] for h in report["history"]]
     assert report["best_epoch"] == vals.index(max(vals)) + 1

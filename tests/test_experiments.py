@@ -1,5 +1,6 @@
 """Label-noise relabelling and the label-efficiency and label-noise experiments (tiny course dataset, 1-2 epochs)."""
 
+import json
 from collections import Counter
 
 import pytest
@@ -277,3 +278,4 @@ def test_compare_selects_on_validation_with_every_baseline_on_tiny_course():
     }
     assert all(g["gain_n"] == 2 and g["gain_low"] is not None for g in res["gains"])
     assert res["recipe"] == protocol.to_dict()
+    json.dumps(res)  # plain Python values only: the results file is JSON

@@ -174,8 +174,8 @@ def evaluate_command(args, argv: list[str]) -> int:
     from .config import ConfigError
     from .datasets import prepare
     from .downstream import FinetuneConfig, LinearEvalConfig
-    from .experiments import compare_inits, label_efficiency
-    from .pretrained import load_pretrained
+    from .experiments import Protocol, compare, label_efficiency
+    from .pretrained import load_encoder, load_pretrained
     from .results import merge_results
 
     def merge(update: dict) -> dict:
@@ -190,23 +190,24 @@ def evaluate_command(args, argv: list[str]) -> int:
     preset = info["dataset"].removeprefix("course_") if info["dataset"].startswith("course_") else None
     course = prepare(preset, device=args.device)
     splits = course.splits()
+    protocol = Protocol(
+        epochs=args.epochs,
+        linear_lrs=tuple(args.linear_lrs),
+        finetune_lrs=tuple(args.finetune_lrs),
+        probe_epochs=tuple(args.probe_epochs),
+        seeds=tuple(args.seeds),
+    )
     if args.merge_into:  # checked before the runs, not after them
-        merge(dict(rows=[], encoder=args.encoder, dataset=course.name, epochs=args.epochs))
+        merge(dict(rows=[], encoder=args.encoder, dataset=course.name, epochs=args.epochs, recipe=protocol.to_dict()))
+    extra = {}
+    if args.released:  # the authors' published encoder, with the normalisation it was trained with
+        extra["released"] = load_encoder(args.released, pretrain_set=splits["pretrain"], device="cpu")
     milestones = [int(args.epochs * 0.4), int(args.epochs * 0.8)]
     kw = dict(epochs=args.epochs, milestones=milestones, test_every_epoch=False)  # results only: no test curve needed
     linear_cfg, finetune_cfg = LinearEvalConfig(**kw), FinetuneConfig(**kw)
     stages = [tuple(s.split(":")) for s in args.stages]
-    results = compare_inits(
-        encoder,
-        info["mean"],
-        info["std"],
-        splits,
-        args.seeds,
-        stages,
-        linear_cfg=linear_cfg,
-        finetune_cfg=finetune_cfg,
-        device=args.device,
-        progress=True,
+    results = compare(
+        encoder, info["mean"], info["std"], splits, protocol, stages, extra=extra, device=args.device, progress=True
     )
     curve_args = dict(
         seeds=args.seeds,
@@ -230,7 +231,6 @@ def evaluate_command(args, argv: list[str]) -> int:
         date=time.strftime("%Y-%m-%d"),
         machine=describe_machine(pick_device(args.device)),
         stages=args.stages,
-        probe_epochs=finetune_cfg.probe_epochs,
     )
     results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds, runs=[run])
     if args.merge_into:
@@ -244,6 +244,12 @@ def evaluate_command(args, argv: list[str]) -> int:
         print(
             f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s}{point} "
             f"test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})"
+        )
+    for g in results.get("gains", []):
+        interval = "" if g["gain_low"] is None else f", 95% interval [{g['gain_low']:+.1f}, {g['gain_high']:+.1f}]"
+        print(
+            f"{g['arch']:9s} {g['stage']:8s} {g['task']:5s} pre-trained {g['pretrained']:.1f} vs {g['baseline']} "
+            f"{g['baseline_mean']:.1f}: gain {g['gain_mean']:+.1f}{interval} (n={g['gain_n']})"
         )
     print(f"results in {out}")
     return 0
@@ -338,7 +344,22 @@ def _main(argv: list[str]) -> int:
         "evaluate", help="linear evaluation + fine-tuning (noisy and clean tasks), pre-trained vs random init"
     )
     ev.add_argument("--encoder", required=True, help="a name in pretrained/manifest.json, e.g. course-resnet18")
-    ev.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ev.add_argument("--linear-lrs", type=float, nargs="+", default=[0.03, 0.1, 0.3], help="linear evaluation's lr grid")
+    ev.add_argument("--finetune-lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03], help="fine-tuning's lr grid")
+    ev.add_argument(
+        "--probe-epochs",
+        type=int,
+        nargs="+",
+        default=[0, 100],
+        help="fine-tuning's grid of linear-probe epochs first (0: none); chosen on validation with the lr",
+    )
+    ev.add_argument(
+        "--released",
+        default=None,
+        metavar="ENCODER",
+        help="also compare the authors' published encoder at the linear stage, e.g. released:vgglike",
+    )
     ev.add_argument(
         "--epochs", type=int, default=200, help="epochs of every supervised stage (lr drops at 40%% and 80%%)"
     )

@@ -160,9 +160,9 @@ def gain_interval(pretrained: list[float], baseline: list[float], confidence: fl
     if len(d) > 1:
         from scipy.stats import t
 
-        half = float(t.ppf(0.5 + confidence / 2, len(d) - 1)) * out["std"] / np.sqrt(len(d))
+        half = float(t.ppf(0.5 + confidence / 2, len(d) - 1) * out["std"] / np.sqrt(len(d)))
         out.update(low=out["mean"] - half, high=out["mean"] + half)
-    out["excludes_zero"] = out["low"] is not None and (out["low"] > 0 or out["high"] < 0)
+    out["excludes_zero"] = bool(out["low"] is not None and (out["low"] > 0 or out["high"] < 0))
     return out
 
 

@@ -128,11 +128,11 @@ class CoursePreset:
             raise ValueError(f"{self}: long_fraction must be in [0, 1], and > 0 only with max_seconds > {_LONG_CLIP_S}")
 
 
-#: ``tiny``: CI and smoke runs (160 clips of 0.3-4 s, seconds to make). ``course``: the default: 1,980 clips
+#: ``tiny``: CI and smoke runs (200 clips of 0.3-4 s, seconds to make). ``course``: the default: 1,980 clips
 #: (180 clean and 1,400 noisy train clips, 400 test clips; classes 3x imbalanced) whose lengths spread over
 #: 0.3-30 s like FSDnoisy18k's (median 5 s), so most clips hold two or more distinct 1 s patches.
 PRESETS: dict[str, CoursePreset] = {
-    "tiny": CoursePreset(2, 4, 2, imbalance=1.0, median_seconds=1.6, length_sigma=0.5, max_seconds=4.0),
+    "tiny": CoursePreset(2, 6, 2, imbalance=1.0, median_seconds=1.6, length_sigma=0.5, max_seconds=4.0),
     "course": CoursePreset(9, 70, 20, imbalance=3.0, median_seconds=5.0, length_sigma=0.9),
 }
 
