@@ -192,10 +192,10 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
+        at = err.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts from after the mark
+        line = raw[:at].count(b"\n") + 1
         raise ValueError(
-            f"{path}, line {line}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); "
-            "save the file as UTF-8"
+            f"{path}, line {line}: not UTF-8 text (byte {raw[at]:#04x} at offset {at}); save the file as UTF-8"
         ) from None
     reader = csv.DictReader(text.splitlines())
     header = reader.fieldnames or []
