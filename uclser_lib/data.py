@@ -668,8 +668,8 @@ def _check_space(path: Path, needed: int, n_kept: int) -> None:
     if free < 2 * needed + SPACE_MARGIN:
         raise OSError(
             errno.ENOSPC,
-            f"{path}: no space left on device ({free / 1e6:.0f} MB free, the next write needs about "
-            f"{(2 * needed + SPACE_MARGIN) / 1e6:.0f} MB); the {n_kept} clip(s) extracted so far are kept: free some "
+            f"{path}: no space left on device ({free / 1e6:.1f} MB free, the next write needs about "
+            f"{(2 * needed + SPACE_MARGIN) / 1e6:.1f} MB); the {n_kept} clip(s) extracted so far are kept: free some "
             "space, then run again to resume",
         )
 
