@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 NAMES = {module_name(p) for p in MODULES}
+#: A citation of the internal spec: "SPEC section 9", "SPEC 12", "SPEC §5", "SPEC_..." or its path.
+CITATION = re.compile(r"\bSPEC(?:\s*(?:sections?|§)\s*\d|\s+\d|_[A-Z])|\.\./shared/SPEC")
 
 
 def test_no_import_cycle():
@@ -83,6 +86,13 @@ def test_every_module_declares_all(path):
     assert not missing, f"{path}: __all__ names {missing}, which the module does not define"
 
 
+def test_the_citation_pattern():
+    for cited in ("SPEC section 9", "(SPEC 12)", "SPEC sections 5-6", "SPEC_CLASSES", "see ../shared/SPEC.md"):
+        assert CITATION.search(cited), cited
+    for fine in ("--encoder SPEC", "a SPECTRUM", "spec 9"):
+        assert not CITATION.search(fine), fine
+
+
 def test_nothing_cites_documents_outside_the_repository():
     """The method is explained in docs/; code, notebooks and README link there, never to an internal spec."""
     files = subprocess.run(
@@ -96,6 +106,6 @@ def test_nothing_cites_documents_outside_the_repository():
             text = (REPO_ROOT / rel).read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue
-        if "SPEC" in text or "../shared/SPEC" in text:
+        if CITATION.search(text):
             offenders.append(rel)
     assert not offenders, f"these files cite SPEC, which is not in the repository (cite docs/ instead): {offenders}"

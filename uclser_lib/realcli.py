@@ -1,7 +1,7 @@
 """The command-line subcommands for real audio (``docs/real-audio.md``), added to ``python -m uclser_lib``:
 
 - ``download fsdnoisy18k|esc50|released-encoders [--url-base URL] [--root DIR] [--keep-archives]``
-- ``crossval --dataset esc50|PATH --encoder SPEC [--stages linear finetune] [--inits pretrained random]
+- ``crossval --dataset esc50|PATH --encoder ENCODER [--stages linear finetune] [--inits pretrained random]
   [--folds 1 2 ...] [--seeds 0] [--epochs N] [--out FILE]``: evaluation over folds, mean over folds.
 """
 
