@@ -148,3 +148,62 @@ def tsne(
         update = momentum * update - lr * gains * grad
         y = y + update
     return y - y.mean(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Why the recipe works: small measurements for notebooks 01-03
+
+
+def pair_auc(positive, negative) -> float:
+    """How well a distance alone tells positive pairs from negative ones: the share of (positive, negative)
+    combinations in which the positive pair is the closer (ties count half), i.e. the area under the ROC curve
+    of "smaller distance = same clip". 0.5: the distance says nothing; 1: it always gives the pair away."""
+    p = np.asarray(positive, dtype=np.float64).ravel()[:, None]
+    n = np.asarray(negative, dtype=np.float64).ravel()[None, :]
+    if p.size == 0 or n.size == 0:
+        raise ValueError(f"pair_auc needs positive and negative pairs, got {p.size} and {n.size}")
+    return float(np.mean(p < n) + 0.5 * np.mean(p == n))
+
+
+def _pair_similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2N, 2N) cosine similarities of the stacked views (diagonal -inf) and each anchor's positive column (2N,)."""
+    z1, z2 = torch.as_tensor(z1), torch.as_tensor(z2)
+    if z1.ndim != 2 or z1.shape != z2.shape or len(z1) < 2:
+        raise ValueError(f"expected two (N >= 2, D) views of one shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = len(z1)
+    z = F.normalize(torch.cat([z1, z2]).double(), dim=1)
+    sim = (z @ z.T).fill_diagonal_(-math.inf)
+    return sim, torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+
+
+def positive_ranks(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Where each anchor's positive (its clip's other view) ranks among its 2N - 1 candidates by cosine similarity.
+
+    ``z1``, ``z2``: (N, D) the two views of N clips (projections or embeddings). Returns (2N,) int64 ranks: 1 when
+    the positive is the most similar candidate (what NT-Xent asks for), 2N - 1 when it is the least. Random
+    vectors give N on average.
+    """
+    sim, pos = _pair_similarities(z1, z2)
+    s_pos = sim[torch.arange(len(sim)), pos]
+    return 1 + (sim > s_pos[:, None]).sum(1)
+
+
+def hardest_negative_share(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The share of each anchor's push on its negatives that goes to its hardest (most similar) negative.
+
+    The loss of anchor i is a cross-entropy over its 2N - 1 candidates with logits cos(z_i, z_k) / temperature; its
+    gradient pushes each negative k away in proportion to k's softmax weight. Returns (2N,) float64: the hardest
+    negative's weight divided by the weights of all 2N - 2 negatives, 1 / (2N - 2) when all weigh the same (a large
+    temperature), 1 when only the hardest one counts (a small temperature).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    sim, pos = _pair_similarities(z1, z2)
+    rows = torch.arange(len(sim))
+    negatives = sim.clone()
+    negatives[rows, pos] = -math.inf
+    weights = torch.softmax(negatives / temperature, dim=1)  # softmax over the negatives only
+    return weights.max(1).values
+
+
+__all__ += ["hardest_negative_share", "pair_auc", "positive_ranks"]

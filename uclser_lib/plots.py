@@ -352,3 +352,102 @@ def confusion_matrix(ax, confusion: np.ndarray, classes: list[str], title: str =
     ax.set(xlabel="predicted", ylabel="true", title=title)
     ax.figure.colorbar(im, ax=ax, pad=0.01, label="% of the true class")
     return ax
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Figures of the lessons (notebooks 01-03)
+
+
+def length_histograms(
+    ax, lengths_s, label: str, reference_s=None, reference: str = "FSDnoisy18k", published: dict | None = None
+):
+    """Clip-length histograms (share of clips, log axis 0.3-30 s) of ``lengths_s`` and, when given, ``reference_s``.
+
+    Without ``reference_s``, ``published`` (keys ``min_s``, ``max_s``, ``mean_s``) draws the reference's published
+    range (shaded) and mean (dashed line): facts, not a histogram. Each mean is marked by a dashed line.
+    """
+    lengths_s = np.asarray(lengths_s, dtype=np.float64)
+    lo = min(0.25, float(lengths_s.min()))
+    hi = max(32.0, float(lengths_s.max()) * 1.05)
+    bins = np.logspace(np.log10(lo), np.log10(hi), 36)
+    series = [(lengths_s, label, "tab:blue")]
+    if reference_s is not None:
+        series.append((np.asarray(reference_s, dtype=np.float64), reference, "tab:orange"))
+    for x, name, colour in series:
+        ax.hist(x, bins, weights=np.full(len(x), 100.0 / len(x)), alpha=0.55, color=colour, label=name)
+        ax.axvline(x.mean(), color=colour, ls="--", lw=1.2, label=f"{name}: mean {x.mean():.1f} s")
+    if reference_s is None and published:
+        ax.axvspan(
+            published["min_s"],
+            published["max_s"],
+            color="tab:orange",
+            alpha=0.12,
+            label=f"{reference}: published range {published['min_s']:g}-{published['max_s']:g} s",
+        )
+        ax.axvline(
+            published["mean_s"],
+            color="tab:orange",
+            ls="--",
+            lw=1.2,
+            label=f"{reference}: published mean {published['mean_s']:g} s",
+        )
+    ax.set(xscale="log", xlabel="clip length (s)", ylabel="% of clips")
+    ax.legend(fontsize=7, loc="upper left")
+    return ax
+
+
+def class_noise_bars(ax, classes: list[str], shares, overall: float | None = None, title: str = ""):
+    """One bar per class: the share (%) of its noisy-subset labels that are wrong or out of vocabulary;
+    ``overall`` (%) a dotted line."""
+    x = np.arange(len(classes))
+    ax.bar(x, shares, color="tab:red", alpha=0.75)
+    if overall is not None:
+        ax.axhline(overall, color="black", ls=":", lw=1, label=f"all classes: {overall:.0f} %")
+        ax.legend(fontsize=8)
+    ax.set_xticks(x, classes, rotation=60, ha="right", fontsize=8)
+    ax.set(ylabel="% of the class's noisy labels", title=title)
+    return ax
+
+
+def change_keys(fig, label: str = "after − before\n(log10 units)"):
+    """A colour bar under every change panel of :func:`augmentation_gallery` (red: the step raised the value, blue:
+    lowered it), each with that panel's own range. Returns the Figure."""
+    for ax in fig.axes:
+        if ax.images and ax.images[0].get_cmap().name == "RdBu_r":
+            bar = fig.colorbar(ax.images[0], ax=ax, orientation="horizontal", shrink=0.8, aspect=15, pad=0.02)
+            bar.ax.tick_params(labelsize=6)
+            bar.set_label(label, fontsize=6)
+    return fig
+
+
+def live_pretraining(history: list[dict], start: dict, milestones, key: str, ranks: dict | None = None, title=""):
+    """A short pre-training run: loss and kNN balanced accuracy (``key`` of the history rows; ``start``: the same
+    metrics at epoch 0, before any step) per epoch with the learning-rate drops (``milestones``) marked, and, with
+    ``ranks`` (name -> ranks of the positive among the 2N - 1 candidates), their histograms. Returns the Figure."""
+    fig, axes = plt.subplots(1, 3 if ranks else 2, figsize=(15 if ranks else 10, 3.4), layout="constrained")
+    epochs = [h["epoch"] for h in history]
+    axes[0].plot(epochs, [h["loss"] for h in history], marker="o", ms=3)
+    axes[0].set(xlabel="epoch", ylabel="NT-Xent loss", title="training loss")
+    pts = [(0, start[key])] + [(h["epoch"], h[key]) for h in history if key in h]
+    axes[1].plot(*zip(*pts), marker="o", ms=3, color="tab:green")
+    axes[1].axhline(start[key], color="gray", ls=":", lw=1, label="random init (epoch 0)")
+    axes[1].set(xlabel="epoch", ylabel="kNN balanced accuracy (%)", title="kNN monitor, encoder embedding")
+    for ax in axes[:2]:
+        for m in milestones:
+            ax.axvline(m, color="tab:red", ls="--", lw=0.8)
+    axes[1].plot([], [], color="tab:red", ls="--", lw=0.8, label="learning rate × 0.1")
+    axes[1].legend(fontsize=8)
+    if ranks:
+        top = max(int(max(r.max() for r in ranks.values())), 2)
+        bins = np.arange(0.5, top + 1.5)
+        for name, r in ranks.items():
+            axes[2].hist(np.asarray(r), bins, alpha=0.6, label=f"{name}: median {float(np.median(r)):g}")
+        axes[2].set(
+            xlabel="rank of the positive (1: the most similar candidate)", ylabel="anchors", title="held-out batch"
+        )
+        axes[2].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+__all__ += ["change_keys", "class_noise_bars", "length_histograms", "live_pretraining"]
