@@ -87,7 +87,7 @@ CONTROLS: dict[str, Control] = {
 #: Readable names of the stages that :func:`render_views` returns (without the view number).
 STAGE_TITLES = {
     "view": "patch",
-    "background": "background",
+    "background": "background (before scaling)",
     "mixed": "mix-back",
     "time_shift": "time shift",
     "freq_shift": "frequency shift",
