@@ -14,6 +14,7 @@ from .runtime import REPO_ROOT, smoke_mode
 __all__ = [
     "augmentation_gallery",
     "bars",
+    "class_colours",
     "confusion_matrix",
     "dataset_overview",
     "downstream_curves",
@@ -315,12 +316,39 @@ def init_curves(
 
 
 def label_efficiency_curve(
-    ax, summary: list[dict], n_train: dict[float, int] | None = None, chance: float | None = None, title: str = ""
+    ax,
+    summary: list[dict],
+    n_train: dict[float, int] | None = None,
+    chance: float | None = None,
+    title: str = "",
+    n_classes: int | None = None,
 ):
-    """:func:`init_curves` of ``label_efficiency``'s summary against the fraction of clean labels (log axis);
-    ``n_train`` (fraction -> clips) labels the ticks."""
-    ticks = {f: f"{n} clips" for f, n in n_train.items()} if n_train else None
-    return init_curves(ax, summary, "fraction", "fraction of the clean training labels", True, ticks, chance, title)
+    """:func:`init_curves` of ``label_efficiency``'s summary against the amount of clean labels.
+
+    With ``n_train`` (fraction -> training clips) and ``n_classes``, the x axis is **clips per class** (log axis),
+    each tick naming the fractions that gave it: at least one clip per class is kept, so several small fractions
+    can give the very same clips, and their points then share one x. Otherwise the x axis is the fraction (log
+    axis), ``n_train`` labelling its ticks.
+    """
+    if not (n_train and n_classes):
+        ticks = {f: f"{n} clips" for f, n in n_train.items()} if n_train else None
+        return init_curves(ax, summary, "fraction", "fraction of the clean training labels", True, ticks, chance, title)
+    per_class = {f: n_train[f] / n_classes for f in n_train}
+    rows = [dict(r, per_class=per_class[r["fraction"]]) for r in summary if r["fraction"] in per_class]
+    fractions: dict[float, list[float]] = {}
+    for f in sorted(per_class):
+        fractions.setdefault(per_class[f], []).append(f)
+    ticks = {x: ", ".join(f"{100 * f:g} %" for f in fs) for x, fs in fractions.items()}
+    return init_curves(
+        ax,
+        rows,
+        "per_class",
+        "clean training clips per class (fractions of the clean labels)",
+        True,
+        ticks,
+        chance,
+        title,
+    )
 
 
 def label_noise_curve(ax, summary: list[dict], chance: float | None = None, title: str = ""):
@@ -328,13 +356,61 @@ def label_noise_curve(ax, summary: list[dict], chance: float | None = None, titl
     return init_curves(ax, summary, "wrong_rate", "fraction of wrong training labels", chance=chance, title=title)
 
 
-def embedding_map(ax, xy: np.ndarray, labels: np.ndarray, classes: list[str], title: str = "", legend: bool = True):
-    """A 2-D map (N, 2) of clips coloured by class (20 distinct colours; markers cycle beyond them)."""
-    cmap = plt.get_cmap("tab20")
+def class_colours(classes: list[str], pairs=()) -> dict[str, tuple]:
+    """One colour per class (tab20), chosen so that the classes of each confusable pair (``pairs``: (a, b) names)
+    look as different as possible: classes with most confusable neighbours choose first, each taking the free
+    colour farthest (RGB distance) from its neighbours' colours. Beyond 20 classes the colours repeat."""
+    palette = [plt.get_cmap("tab20")(k) for k in (*range(0, 20, 2), *range(1, 20, 2))]  # dark hues first
+    neighbours = {c: set() for c in classes}
+    for a, b in pairs:
+        if a in neighbours and b in neighbours:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    colours: dict[str, tuple] = {}
+    for c in sorted(classes, key=lambda c: (-len(neighbours[c]), classes.index(c))):
+        free = [p for p in palette if p not in colours.values()] or palette
+        taken = [np.array(colours[n][:3]) for n in neighbours[c] if n in colours]
+        colours[c] = max(free, key=lambda p: min((np.linalg.norm(np.array(p[:3]) - t) for t in taken), default=0.0))
+    return colours
+
+
+def embedding_map(
+    ax,
+    xy: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    title: str = "",
+    legend: bool = True,
+    pairs=(),
+    names: bool = True,
+):
+    """A 2-D map (N, 2) of clips coloured by class.
+
+    Colours come from :func:`class_colours`, so the classes of each confusable pair in ``pairs`` (e.g.
+    ``coursedata.CONFUSABLE_PAIRS``) get clearly different colours. ``names`` writes each class's name at the
+    median of its points (its centre), on a box of the class's colour; ``legend`` adds a
+    legend on the right.
+    """
+    colours = class_colours(list(classes), pairs)
+    labels = np.asarray(labels)
     for c, name in enumerate(classes):
         m = labels == c
         if m.any():
-            ax.scatter(xy[m, 0], xy[m, 1], s=10, color=cmap(c % 20), marker="o^s"[(c // 20) % 3], label=name)
+            ax.scatter(xy[m, 0], xy[m, 1], s=10, color=colours[name], marker="o^s"[(c // 20) % 3], label=name)
+    if names:
+        for c, name in enumerate(classes):
+            m = labels == c
+            if m.any():
+                x, y = np.median(xy[m], axis=0)
+                ax.text(
+                    x,
+                    y,
+                    name,
+                    fontsize=7,
+                    ha="center",
+                    va="center",
+                    bbox=dict(boxstyle="round,pad=0.15", facecolor=colours[name], alpha=0.75, linewidth=0),
+                )
     ax.set(title=title, xticks=[], yticks=[])
     if legend:
         ax.legend(fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
