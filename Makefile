@@ -15,8 +15,17 @@ locked = $(shell sed -n 's/^$(1)==\([^ ]*\).*/\1/p' $(LOCK))
 UV_VERSION := $(call locked,uv)
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 export MPLBACKEND := Agg
+# ...but a notebook's kernel draws its figures inline: under Agg the executed copies would hold no figure
+INLINE := MPLBACKEND=module://matplotlib_inline.backend_inline
+# the browser tests (tests/test_browser.py) run where Debian's Chromium and its driver are installed
+# (`.ci/run` installs them); elsewhere they are skipped, and `make test` builds no site for them
+export UCLSER_CHROMIUM ?= $(firstword $(wildcard /usr/bin/chromium /usr/bin/chromium-browser))
+export UCLSER_CHROMEDRIVER ?= $(firstword $(wildcard /usr/bin/chromedriver))
+BROWSER_SITE := $(if $(and $(UCLSER_CHROMIUM),$(UCLSER_CHROMEDRIVER)),site-smoke)
+LIBRARY := $(wildcard uclser_lib/*.py uclser_lib/*/*.py)
+SMOKE_RUNS := $(patsubst notebooks/%,build/smoke/%,$(NOTEBOOKS))
 
-.PHONY: install install-cpu lock course test lint format lab bench clean
+.PHONY: install install-cpu lock course test lint format lab bench clean site site-smoke site-vendor screenshots
 
 $(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,7 +65,7 @@ course: $(ENV_READY)
 	$(PY) -m uclser_lib extract
 	mkdir -p build
 	for nb in $(NOTEBOOKS); do \
-	  $(PY) -m jupyter nbconvert --to notebook --execute "$$nb" --output-dir build \
+	  $(INLINE) $(PY) -m jupyter nbconvert --to notebook --execute "$$nb" --output-dir build \
 	    --ExecutePreprocessor.timeout=-1 || exit 1; \
 	done
 
@@ -69,9 +78,33 @@ format: $(ENV_READY)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# the lint, the unit tests, then every notebook under nbval, all in smoke mode (tiny dataset, short runs)
-test: lint
-	UCLSER_SMOKE=1 $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
+# the lint, the unit tests (with the browser tests: JupyterLab and the smoke-mode site in Chromium), then every
+# notebook under nbval, all in smoke mode (tiny dataset, short runs)
+test: lint $(BROWSER_SITE)
+	UCLSER_SMOKE=1 UCLSER_SITE_DIR=build/site-smoke $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
+
+# the course's website (Sphinx + MyST-NB, offline), from the executed notebooks of `make course` -> build/site
+site: $(ENV_READY)
+	$(PY) site/build.py
+
+# the same site from smoke-mode executions (build/smoke/*.ipynb, remade when a notebook or the library changes),
+# for the browser tests -> build/site-smoke
+build/smoke/%.ipynb: notebooks/%.ipynb $(LIBRARY) | $(ENV_READY)
+	mkdir -p build/smoke
+	UCLSER_SMOKE=1 $(INLINE) $(PY) -m jupyter nbconvert --to notebook --execute $< --output-dir build/smoke \
+	  --ExecutePreprocessor.timeout=600
+
+site-smoke: $(SMOKE_RUNS)
+	$(PY) site/build.py --executed build/smoke --src build/site-smoke-src --out build/site-smoke
+
+# the site's JavaScript (widgets' HTML manager, MathJax) from npm into site/_static/vendor (committed); needs npm
+site-vendor: $(ENV_READY)
+	$(PY) site/vendor.py
+
+# screenshots of JupyterLab running notebook 02 and of the site's pages, into figures/ (browser-*.png)
+screenshots: $(ENV_READY)
+	UCLSER_SMOKE=1 UCLSER_SCREENSHOTS=figures UCLSER_SITE_DIR=$(or $(SITE_DIR),build/site) \
+	  $(PY) -m pytest tests/test_browser.py -p no:cacheprovider
 
 lab: $(ENV_READY)
 	$(PY) -m jupyter lab notebooks
