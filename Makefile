@@ -81,21 +81,21 @@ format: $(ENV_READY)
 # the lint, the unit tests (with the browser tests: JupyterLab and the smoke-mode site in Chromium), then every
 # notebook under nbval, all in smoke mode (tiny dataset, short runs)
 test: lint $(BROWSER_SITE)
-	UCLSER_SMOKE=1 UCLSER_SITE_DIR=build/site-smoke $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
+	UCLSER_SMOKE=1 UCLSER_SITE_DIR=build/site-smoke/html $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
 
-# the course's website (Sphinx + MyST-NB, offline), from the executed notebooks of `make course` -> build/site
+# the course's website (Sphinx + MyST-NB, offline), from the executed notebooks of `make course` -> build/site/html
 site: $(ENV_READY)
 	$(PY) site/build.py
 
 # the same site from smoke-mode executions (build/smoke/*.ipynb, remade when a notebook or the library changes),
-# for the browser tests -> build/site-smoke
+# for the browser tests -> build/site-smoke/html
 build/smoke/%.ipynb: notebooks/%.ipynb $(LIBRARY) | $(ENV_READY)
 	mkdir -p build/smoke
 	UCLSER_SMOKE=1 $(INLINE) $(PY) -m jupyter nbconvert --to notebook --execute $< --output-dir build/smoke \
 	  --ExecutePreprocessor.timeout=600
 
 site-smoke: $(SMOKE_RUNS)
-	$(PY) site/build.py --executed build/smoke --src build/site-smoke-src --out build/site-smoke
+	$(PY) site/build.py --executed build/smoke --site build/site-smoke
 
 # the site's JavaScript (widgets' HTML manager, MathJax) from npm into site/_static/vendor (committed); needs npm
 site-vendor: $(ENV_READY)
@@ -103,7 +103,7 @@ site-vendor: $(ENV_READY)
 
 # screenshots of JupyterLab running notebook 02 and of the site's pages, into figures/ (browser-*.png)
 screenshots: $(ENV_READY)
-	UCLSER_SMOKE=1 UCLSER_SCREENSHOTS=figures UCLSER_SITE_DIR=$(or $(SITE_DIR),build/site) \
+	UCLSER_SMOKE=1 UCLSER_SCREENSHOTS=figures UCLSER_SITE_DIR=$(or $(SITE_DIR),build/site/html) \
 	  $(PY) -m pytest tests/test_browser.py -p no:cacheprovider
 
 lab: $(ENV_READY)

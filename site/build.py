@@ -1,7 +1,7 @@
-"""Build the course website (`make site`): stage the sources in build/site-src, then Sphinx into build/site.
+"""Build the course website (`make site`): stage the sources in build/site/src, then Sphinx into build/site/html.
 
 Sphinx reads one source folder, and the course's pages live in three places, so they are copied (with
-their modification times, so that Sphinx rebuilds only what changed) into ``build/site-src``:
+their modification times, so that Sphinx rebuilds only what changed) into ``<site>/src``:
 
 - ``site/index.md`` (the landing page) and ``site/course-map.md``, written here: one row per notebook, its
   title (the notebook's first heading) and its line of the README's course map;
@@ -11,6 +11,8 @@ their modification times, so that Sphinx rebuilds only what changed) into ``buil
 
 The configuration is ``site/conf.py`` (``-c site``); warnings are errors (``-W``), so a broken link or
 a missing figure fails the build. Notebooks are never executed here (``nb_execution_mode = "off"``).
+The website is ``<site>/html`` (MyST-NB keeps the notebooks' output files beside it, in
+``<site>/jupyter_execute``); ``--site build/site-smoke --executed build/smoke`` builds the browser tests' copy.
 """
 
 from __future__ import annotations
@@ -76,11 +78,11 @@ def write_if_changed(path: Path, text: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--executed", type=Path, default=ROOT / "build", help="folder of the executed notebooks")
-    ap.add_argument("--src", type=Path, default=ROOT / "build" / "site-src", help="staging folder")
-    ap.add_argument("--out", type=Path, default=ROOT / "build" / "site", help="the website")
+    ap.add_argument("--site", type=Path, default=ROOT / "build" / "site", help="-> <site>/src, <site>/html")
     ap.add_argument("--clean", action="store_true", help="rebuild every page (Sphinx -E)")
     args = ap.parse_args(argv)
-    args.executed, args.src, args.out = (p.resolve() for p in (args.executed, args.src, args.out))
+    args.executed, args.site = args.executed.resolve(), args.site.resolve()
+    args.src, args.out = args.site / "src", args.site / "html"
 
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     executed = [args.executed / nb.name for nb in notebooks]
@@ -96,7 +98,8 @@ def main(argv=None) -> int:
     sync(pairs, args.src, keep={course_map_md})
     write_if_changed(course_map_md, course_map(executed, ROOT / "README.md"))
 
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(SITE), "-W", "--keep-going", "-q"]
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(SITE), "-d", str(args.site / "doctrees")]
+    cmd += ["-W", "--keep-going", "-q"]
     cmd += ["-E"] if args.clean else []
     cmd += [str(args.src), str(args.out)]
     start = time.perf_counter()

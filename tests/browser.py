@@ -118,9 +118,13 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, every: 
         time.sleep(every)
 
 
-def screenshot(driver, name: str, fallback_dir: Path) -> Path:
-    """Save a PNG of the window as ``<UCLSER_SCREENSHOTS or fallback_dir>/<name>.png`` (`make screenshots`)."""
-    folder = Path(os.environ.get("UCLSER_SCREENSHOTS") or fallback_dir)
+def screenshot(driver, name: str, fallback_dir: Path, public: bool = True) -> Path:
+    """Save a PNG of the window as ``<folder>/<name>.png``.
+
+    The folder: ``UCLSER_SCREENSHOTS`` for a ``public`` one (`make screenshots`: figures/), else ``fallback_dir``
+    (the test's temporary folder, which pytest keeps for a look after a failure).
+    """
+    folder = Path(os.environ.get("UCLSER_SCREENSHOTS") or fallback_dir) if public else fallback_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     driver.save_screenshot(str(path))

@@ -3,7 +3,7 @@
 - JupyterLab, started here on 127.0.0.1 (a free port, a token, smoke mode), runs notebook 02: every widget
   renders, the audio players play, moving a slider of the augmentation panel changes its readout and the
   views drawn, and no cell fails.
-- The built website (``UCLSER_SITE_DIR``; `make test` builds ``build/site-smoke`` from smoke-mode runs),
+- The built website (``UCLSER_SITE_DIR``; `make test` builds ``build/site-smoke/html`` from smoke-mode runs),
   served over HTTP on 127.0.0.1 and opened page by page: no console error, every image and sound loads,
   every resource comes from the site itself (no CDN), the saved widgets render, every internal link and
   anchor resolves, and the search finds pages.
@@ -185,9 +185,9 @@ def test_lab_runs_notebook_02_and_its_panel_responds(lab, tmp_path):
         try:
             wait_for(finished, 300, "every cell of notebook 02 to run (smoke mode)", every=1)
         except pytest.fail.Exception as e:
-            screenshot(driver, "browser-lab-02-timeout", tmp_path)
+            screenshot(driver, "browser-lab-02-timeout", tmp_path, public=False)
             raise AssertionError(f"{e}; code cells not run: {pending}") from None
-        screenshot(driver, "browser-lab-02", tmp_path)
+        screenshot(driver, "browser-lab-02-run", tmp_path, public=False)
 
         # every widget rendered: no error in their place, the panel's sliders and checkboxes all there
         console = console_errors(driver)
@@ -243,15 +243,15 @@ def test_lab_runs_notebook_02_and_its_panel_responds(lab, tmp_path):
 
 @pytest.fixture(scope="module")
 def site():
-    """The built website's folder: ``UCLSER_SITE_DIR`` (must exist when set) or build/site (else skip)."""
+    """The built website's folder: ``UCLSER_SITE_DIR`` (must exist when set) or build/site/html (else skip)."""
     require_browser()
     named = os.environ.get("UCLSER_SITE_DIR")
-    folder = Path(named) if named else ROOT / "build" / "site"
+    folder = Path(named) if named else ROOT / "build" / "site" / "html"
     folder = folder if folder.is_absolute() else ROOT / folder
     if not (folder / "index.html").is_file():
         if named:
             pytest.fail(f"UCLSER_SITE_DIR={named}: no index.html there (make site-smoke, or make course && make site)")
-        pytest.skip("no website at build/site: make course && make site")
+        pytest.skip("no website at build/site/html: make course && make site")
     return folder
 
 
@@ -333,8 +333,8 @@ def test_site_pages_load_with_their_media_widgets_and_links(site, tmp_path):
                     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", notes[0])
                     screenshot(driver, "browser-site-02-panel", tmp_path)
                     driver.execute_script("window.scrollTo(0, 0)")
-            if rel(page) in ("index.html", "notebooks/02_augmentations.html", "docs/method.html"):
-                screenshot(driver, "browser-site-" + rel(page).replace("/", "-").removesuffix(".html"), tmp_path)
+            if rel(page) in ("index.html", "docs/method.html"):
+                screenshot(driver, "browser-site-" + Path(rel(page)).stem, tmp_path)
             for href in driver.execute_script("return [...document.querySelectorAll('a[href]')].map((a) => a.href)"):
                 url, fragment = urldefrag(href)
                 if not url.startswith(base):
