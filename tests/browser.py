@@ -108,9 +108,14 @@ def serve(folder: Path) -> Iterator[str]:
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.25):
     """Poll ``condition`` until it returns something true (returned) or fail after ``timeout`` s naming ``what``."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
+        try:
+            value = condition()
+        except StaleElementReferenceException:  # the page replaced an element between two reads: not yet
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

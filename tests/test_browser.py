@@ -215,7 +215,10 @@ def test_lab_runs_notebook_02_and_its_panel_responds(lab, tmp_path):
         readout = alpha.find_element(By.CSS_SELECTOR, ".widget-readout")
         assert float(readout.text) == CONTROLS["mix_alpha"].default, f"mix-back alpha starts at {readout.text}"
         assert len(panel.find_elements(By.TAG_NAME, "audio")) >= 3, "the panel shows fewer than 3 audio players"
-        views = lambda: [img.get_attribute("src") for img in panel.find_elements(By.TAG_NAME, "img")]
+        # read every picture's source in one script call: the kernel replaces the <img> elements while it redraws
+        views = lambda: driver.execute_script(
+            "return Array.from(arguments[0].querySelectorAll('img')).map(i => i.getAttribute('src'))", panel
+        )
         before_views, before_readout = views(), readout.text.strip()
         assert before_views, "the panel shows no figure of the views"
         handle = alpha.find_element(By.CSS_SELECTOR, ".noUi-handle")
