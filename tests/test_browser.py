@@ -46,6 +46,31 @@ LAB_SETTINGS = {
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The notebooks' smoke-mode runs that the website is built from (`make test` where Chromium is installed: they
+# replace nbval's runs of the same notebooks, so that each notebook runs once)
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_smoke_run_of_each_notebook(notebook):
+    """Its run in ``UCLSER_SMOKE_RUNS`` (build/smoke) is up to date, ran every code cell, and holds no error."""
+    folder = os.environ.get("UCLSER_SMOKE_RUNS")
+    if not folder:
+        pytest.skip("UCLSER_SMOKE_RUNS is not set: nbval runs the notebooks")
+    run = ROOT / folder / notebook.name
+    assert run.is_file(), f"no smoke-mode run {run} (make site-smoke)"
+    assert run.stat().st_mtime >= notebook.stat().st_mtime, f"{run} is older than {notebook} (make site-smoke)"
+    cells = [c for c in json.loads(run.read_text())["cells"] if c["cell_type"] == "code"]
+    n_source = sum(c["cell_type"] == "code" for c in json.loads(notebook.read_text())["cells"])
+    assert len(cells) == n_source, f"{run} has {len(cells)} code cells, {notebook} {n_source}"
+    not_run = [i for i, c in enumerate(cells) if c.get("execution_count") is None and "".join(c["source"]).strip()]
+    assert not not_run, f"code cells {not_run} of {run} did not run"
+    errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, f"{run}: {errors[0]['ename']}: {errors[0]['evalue']}" if errors else ""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # JupyterLab
 
 
