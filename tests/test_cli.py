@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from uclser_lib import pretrained
+from uclser_lib import pretrained, runtime
 from uclser_lib.__main__ import main
 from uclser_lib.config import ConfigError, build, parse_overrides
 from uclser_lib.experiments import STAGE_INITS
@@ -83,6 +83,25 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     encoder, info = pretrained.load_pretrained("tiny-resnet18")
     assert info["arch"] == "resnet18" and info["epochs"] == 1 and info["dataset"] == "course2_tiny"
     assert not encoder.training and encoder.embed(torch.zeros(2, 1, 101, 96)).shape == (2, 512)
+    assert info["made"]["how"].startswith("CPU") and info["made"]["machine"]["torch"] == torch.__version__
+    # the projection head travels with the encoder: the run's head, in fp16, gives the run's projections
+    head = pretrained.load_head("tiny-resnet18")
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    w = ckpt["model"]["head.net1.0.weight"]
+    assert torch.allclose(head.net1[0].weight, w.half().float()) and not head.training
+    assert head(encoder.embed(torch.randn(3, 1, 101, 96))).shape == (3, 512)
+    # a file exported before heads were shipped: load_head says so (the encoder itself still loads)
+    old = tmp_path / "old"
+    old.mkdir()
+    blob = torch.load(tmp_path / "pretrained" / "tiny-resnet18.pt", weights_only=True)
+    torch.save({k: v for k, v in blob.items() if k != "head"}, old / "tiny-resnet18.pt")
+    entry = dict(pretrained.read_manifest(tmp_path / "pretrained")["tiny-resnet18"])
+    entry.pop("metrics")
+    entry["sha256"] = runtime.sha256_of(old / "tiny-resnet18.pt")
+    (old / "manifest.json").write_text(json.dumps({"tiny-resnet18": entry}))
+    pretrained.load_pretrained("tiny-resnet18", folder=old)
+    with pytest.raises(ValueError, match="tiny-resnet18.pt: no projection head"):
+        pretrained.load_head("tiny-resnet18", folder=old)
     # the evaluation command on the exported encoder, with a label-noise point
     out = tmp_path / "results.json"
     assert (

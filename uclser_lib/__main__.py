@@ -56,8 +56,11 @@ def _dataset(data: dict, device):
 
 
 def pretrain_command(args, overrides: list[str]) -> int:
+    import torch
+
     from .config import ConfigError, build, merge, parse_overrides, read_yaml
     from .pretrained import export_encoder
+    from .runtime import pick_device
     from .train import PretrainConfig, check_run_dir, pretrain
 
     values = merge(read_yaml(args.config), parse_overrides(overrides))
@@ -82,7 +85,8 @@ def pretrain_command(args, overrides: list[str]) -> int:
     )
     print(f"done: {len(history)} epochs, final loss {history[-1]['loss']:.4f}; checkpoint and metrics in {run_dir}")
     if args.export:
-        entry = export_encoder(f"{run_dir}/checkpoint.pt", args.export, dataset=course.name)
+        made = f"{pick_device(args.device).type.upper()}, {torch.get_num_threads()} thread(s) per process"
+        entry = export_encoder(f"{run_dir}/checkpoint.pt", args.export, dataset=course.name, made_on=made)
         print(f"exported pretrained/{entry['file']} (sha256 {entry['sha256'][:12]}...)")
     return 0
 
@@ -329,7 +333,10 @@ def _main(argv: list[str]) -> int:
     exp.add_argument("--run-dir", required=True)
     exp.add_argument("--name", required=True)
     exp.add_argument(
-        "--dataset", required=True, help="the dataset it was trained on, for the manifest (e.g. course_course)"
+        "--dataset", required=True, help="the dataset it was trained on, for the manifest (e.g. course2_course)"
+    )
+    exp.add_argument(
+        "--made-on", default=None, help='how the run was made, in words, for the manifest (e.g. "CPU, 1 thread")'
     )
     for name, default, what in (
         ("linear-eval", "linear_eval.yaml", "linear evaluation of a frozen encoder"),
@@ -429,7 +436,7 @@ def _main(argv: list[str]) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         from .pretrained import export_encoder
 
-        entry = export_encoder(f"{args.run_dir}/checkpoint.pt", args.name, dataset=args.dataset)
+        entry = export_encoder(f"{args.run_dir}/checkpoint.pt", args.name, dataset=args.dataset, made_on=args.made_on)
         print(f"exported pretrained/{entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}...)")
         return 0
     if args.command == "evaluate":

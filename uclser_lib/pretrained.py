@@ -1,7 +1,8 @@
 """The course's own pre-trained encoders in ``pretrained/``: export from a training checkpoint, load with checks.
 
-Each encoder is ``pretrained/<name>.pt`` (fp16 encoder weights, the feature mean/std and class list), listed
-in ``pretrained/manifest.json`` with its config, dataset, seed, epochs, kNN accuracy and sha256. Loading
+Each encoder is ``pretrained/<name>.pt`` (fp16 encoder weights, the projection head's weights where the export
+kept them, the feature mean/std and class list), listed in ``pretrained/manifest.json`` with its config, dataset,
+seed, epochs, kNN accuracy, how it was made (machine, hours) and sha256. Loading
 verifies the sha256 before unpickling anything and loads with ``weights_only=True``.
 """
 
@@ -13,10 +14,10 @@ from pathlib import Path
 import torch
 
 from .checkpoints import load_checkpoint
-from .models import Encoder, build_encoder
-from .runtime import REPO_ROOT, sha256_of, write_atomic
+from .models import Encoder, ProjectionHead, build_encoder
+from .runtime import REPO_ROOT, describe_machine, sha256_of, write_atomic
 
-__all__ = ["PRETRAINED_DIR", "export_encoder", "load_encoder", "load_pretrained", "read_manifest"]
+__all__ = ["PRETRAINED_DIR", "export_encoder", "load_encoder", "load_head", "load_pretrained", "read_manifest"]
 
 PRETRAINED_DIR = REPO_ROOT / "pretrained"
 
@@ -26,20 +27,34 @@ def read_manifest(folder=None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool = True) -> dict:
-    """Write the encoder of a pre-training ``checkpoint`` to ``<folder>/<name>.pt`` and its manifest entry.
+def export_encoder(
+    checkpoint, name: str, dataset: str, folder=None, half: bool = True, made_on: str | None = None
+) -> dict:
+    """Write the encoder and projection head of a pre-training ``checkpoint`` to ``<folder>/<name>.pt``, and its
+    manifest entry.
 
-    ``folder`` defaults to ``pretrained/``.
+    ``folder`` defaults to ``pretrained/``. ``made_on``: how the run was made, in words (e.g. "CPU, 1 thread"),
+    recorded with the machine that exports (``describe_machine``) and the run's summed epoch time in hours.
+    The head is shipped so that a notebook can compare kNN on the head's output with kNN on the encoder's.
     """
     folder = Path(folder or PRETRAINED_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(checkpoint)
-    weights = {k[len("encoder.") :]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
-    if half:
-        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+
+    def part(prefix: str) -> dict:
+        w = {k[len(prefix) :]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+        return {k: v.half() if half and v.is_floating_point() else v for k, v in w.items()}
+
     arch = ckpt["config"]["arch"]
     path = folder / f"{name}.pt"
-    blob = {"arch": arch, "encoder": weights, "mean": ckpt["mean"], "std": ckpt["std"], "classes": ckpt["classes"]}
+    blob = {
+        "arch": arch,
+        "encoder": part("encoder."),
+        "head": part("head."),
+        "mean": ckpt["mean"],
+        "std": ckpt["std"],
+        "classes": ckpt["classes"],
+    }
     write_atomic(path, save=lambda p: torch.save(blob, p))
     last = ckpt["history"][-1]
     entry = {
@@ -53,6 +68,11 @@ def export_encoder(checkpoint, name: str, dataset: str, folder=None, half: bool 
         "config": ckpt["config"],
         "knn": {k: v for k, v in last.items() if "knn" in k},
         "final_loss": last["loss"],
+        "made": {
+            "how": made_on or "",
+            "train_hours": round(sum(r.get("seconds", 0.0) for r in ckpt["history"]) / 3600, 2),
+            "machine": describe_machine(torch.device("cpu")),
+        },
     }
     metrics = folder / f"{name}.metrics.json"  # the per-epoch curves, for the notebooks
     write_atomic(metrics, json.dumps(ckpt["history"]) + "\n")
@@ -95,6 +115,23 @@ def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict
     history = json.loads((folder / entry["metrics"]).read_text()) if "metrics" in entry else []
     info = dict(entry, mean=blob["mean"], std=blob["std"], classes=blob["classes"], history=history)
     return encoder.to(device).eval(), info
+
+
+def load_head(name: str, folder=None, device="cpu") -> ProjectionHead:
+    """The projection head shipped with the pre-trained encoder ``name`` (eval mode, float32, on ``device``).
+
+    Raises ``ValueError`` when the file has no head (encoders exported before heads were shipped); the sha256 is
+    checked as in :func:`load_pretrained`.
+    """
+    encoder, info = load_pretrained(name, folder, device)
+    path = Path(folder or PRETRAINED_DIR) / info["file"]
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not blob.get("head"):
+        raise ValueError(f"{path}: no projection head in this file (exported before heads were shipped)")
+    cfg = info["config"]
+    head = ProjectionHead(encoder.embedding_dim, cfg.get("proj_hidden", 512), cfg.get("proj_dim", 512))
+    head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["head"].items()})
+    return head.to(device).eval()
 
 
 def load_encoder(spec: str, pretrain_set=None, device="cpu") -> tuple[Encoder, float, float]:
