@@ -469,10 +469,11 @@ def augmentation_panel(
     def new_draw(_):
         controls["seed"].value += 1
 
+    wrap = w.Layout(flex_flow="row wrap")  # narrow pages (the website's column) wrap rows instead of scrolling
     panel = w.VBox(
         [
-            w.HBox([controls["clip"], controls["background"], controls["seed"], controls["draw"]]),
-            w.VBox([w.HBox(ws) for ws in groups.values()]),
+            w.HBox([controls["clip"], controls["background"], controls["seed"], controls["draw"]], layout=wrap),
+            w.VBox([w.HBox(ws, layout=wrap) for ws in groups.values()]),
             status,
             figure_out,
             w.HBox([clip_sound_out, sound_out]),
