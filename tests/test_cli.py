@@ -178,6 +178,13 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     before = out.read_text()
     assert main([*merge[:4], "2", *merge[5:]]) == 2  # other epochs: refused before any run, the file untouched
     assert "different epochs: 1 vs 2" in capsys.readouterr().err and out.read_text() == before
+    # only the pre-trained init rerun (after re-training the encoder): the baselines' rows are kept
+    only = [*merge[:6], "linear:noisy", *merge[7:8], "0", *merge[9:], "--inits", "pretrained"]
+    assert main(only) == 0
+    again = json.loads(out.read_text())
+    assert len(again["rows"]) == len(merged["rows"]) and again["runs"][-1]["encoder_sha256"] == info["sha256"]
+    assert {r["encoder_sha256"] for r in again["rows"] if r["init"] == "pretrained"} == {info["sha256"]}
+    assert all("encoder_sha256" not in r for r in again["rows"] if r["init"] != "pretrained")
     # only the curves, by linear evaluation
     assert (
         main(

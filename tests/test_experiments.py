@@ -279,3 +279,31 @@ def test_compare_selects_on_validation_with_every_baseline_on_tiny_course():
     assert all(g["gain_n"] == 2 and g["gain_low"] is not None for g in res["gains"])
     assert res["recipe"] == protocol.to_dict()
     json.dumps(res)  # plain Python values only: the results file is JSON
+
+
+def test_merge_keeps_pre_trained_rows_of_one_encoder_file_and_replaces_their_selection():
+    def row(init, seed, acc, sha=None):
+        r = dict(arch="resnet18", init=init, stage="linear", task="noisy", seed=seed, test_balanced=acc)
+        return r | ({"encoder_sha256": sha} if sha else {})
+
+    def picked(init, lr):
+        return dict(arch="resnet18", init=init, stage="linear", task="noisy", selected={"lr": lr})
+
+    meta = dict(encoder="course-resnet18", dataset="course2_course", epochs=100, recipe=Protocol().to_dict())
+    base = dict(
+        meta,
+        rows=[row(i, s, 50.0) for i in ("pretrained", "random_bn") for s in (0, 1)],
+        selection=[picked("pretrained", 0.03), picked("random_bn", 0.3)],
+    )
+    # a re-trained encoder under the same name: all its pre-trained rows rerun, the baselines kept
+    update = dict(meta, rows=[row("pretrained", s, 80.0, "new") for s in (0, 1)], selection=[picked("pretrained", 0.1)])
+    merged = merge_results(base, update)
+    got = {(r["init"], r["seed"]): r["test_balanced"] for r in merged["rows"]}
+    assert got == {("pretrained", 0): 80.0, ("pretrained", 1): 80.0, ("random_bn", 0): 50.0, ("random_bn", 1): 50.0}
+    assert {e["init"]: e["selected"]["lr"] for e in merged["selection"]} == {"pretrained": 0.1, "random_bn": 0.3}
+    assert len(merged["selection"]) == 2
+    (g,) = merged["gains"]
+    assert g["baseline"] == "random_bn" and g["gain_mean"] == pytest.approx(30.0)
+    # only one seed rerun with the new file: the other seed's row still comes from the old one
+    with pytest.raises(ValueError, match="different encoder files"):
+        merge_results(base, dict(update, rows=update["rows"][:1]))

@@ -211,8 +211,20 @@ def evaluate_command(args, argv: list[str]) -> int:
     linear_cfg, finetune_cfg = LinearEvalConfig(**kw), FinetuneConfig(**kw)
     stages = [tuple(s.split(":")) for s in args.stages]
     results = compare(
-        encoder, info["mean"], info["std"], splits, protocol, stages, extra=extra, device=args.device, progress=True
+        encoder,
+        info["mean"],
+        info["std"],
+        splits,
+        protocol,
+        stages,
+        extra=extra,
+        device=args.device,
+        progress=True,
+        inits=args.inits,
     )
+    for row in results["rows"]:  # which encoder file made each pre-trained row
+        if row["init"] == "pretrained":
+            row["encoder_sha256"] = info["sha256"]
     curve_args = dict(
         seeds=args.seeds,
         stage=args.curve_stage,
@@ -235,6 +247,7 @@ def evaluate_command(args, argv: list[str]) -> int:
         date=time.strftime("%Y-%m-%d"),
         machine=describe_machine(pick_device(args.device)),
         stages=args.stages,
+        encoder_sha256=info["sha256"],
     )
     results.update(encoder=args.encoder, dataset=course.name, epochs=args.epochs, seeds=args.seeds, runs=[run])
     if args.merge_into:
@@ -291,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from .experiments import STAGES
+    from .experiments import STAGE_INITS, STAGES
 
     parser = argparse.ArgumentParser(prog="python -m uclser_lib", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also: UCLSER_DEBUG=1)")
@@ -377,6 +390,13 @@ def _main(argv: list[str]) -> int:
         choices=[f"{s}:{t}" for s, t in STAGES],
         metavar="STAGE:TASK",
         help="pre-trained vs random comparisons to run (default: all three; none: only the curves)",
+    )
+    ev.add_argument(
+        "--inits",
+        nargs="+",
+        default=None,
+        choices=sorted({i for names in STAGE_INITS.values() for i in names} | {"released"}),
+        help="run only these inits (default: all; e.g. pretrained after re-training the encoder, with --merge-into)",
     )
     ev.add_argument("--label-efficiency", action="store_true", help="also train on 1-100%% of the clean labels")
     ev.add_argument(

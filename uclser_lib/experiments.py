@@ -179,8 +179,12 @@ def compare(
     extra: dict | None = None,
     device=None,
     progress=False,
+    inits=None,
 ) -> dict:
     """The pre-trained ``encoder`` against every baseline of :data:`STAGE_INITS`, by ``protocol``.
+
+    ``inits``: run only these inits (e.g. ``["pretrained"]`` after re-training the encoder: the baselines do not
+    depend on it, and :func:`~uclser_lib.results.merge_results` puts the new rows beside the earlier ones).
 
     ``extra``: more encoders to compare at the linear stage, ``{name: (encoder, mean, std)}`` (e.g. the
     authors' published one, ``"released"``), each with its own normalisation. Returns ``rows`` (one per init,
@@ -194,8 +198,8 @@ def compare(
     arch = _arch_name(encoder)
     for stage, task in stages:
         sets = task_splits(splits, task)
-        inits = list(STAGE_INITS[stage]) + (list(extra) if stage == "linear" else [])
-        for init in inits:
+        names = list(STAGE_INITS[stage]) + (list(extra) if stage == "linear" else [])
+        for init in [n for n in names if inits is None or n in inits]:
             caches: dict[int, dict] = {}  # linear evaluation: embeddings of one frozen encoder, reused across the grid
             grid = []
             for setting in protocol.settings(stage):

@@ -50,8 +50,10 @@ def merge_results(base: dict, update: dict) -> dict:
 
     A row of ``update`` replaces the ``base`` row of the same (arch, init, stage, task, seed); the curves
     (``label_efficiency``, ``label_noise``) of ``update`` replace those of ``base``; the summary is recomputed
-    and ``runs`` (how each part was made) lists both. Encoder, dataset, epochs and the recipe (the protocol's
-    grid and budget, when recorded; the seeds may differ) must agree: a table mixing them would mislead.
+    and ``runs`` (how each part was made) lists both; the validation ``selection`` of each rerun init replaces the
+    earlier one. Encoder, dataset, epochs and the recipe (the protocol's grid and budget, when recorded; the seeds
+    may differ) must agree, and every pre-trained row must come from one encoder file (``encoder_sha256``): a
+    table mixing them would mislead.
     """
     for key in ("encoder", "dataset", "epochs"):
         if base.get(key) != update.get(key):
@@ -64,9 +66,19 @@ def merge_results(base: dict, update: dict) -> dict:
     keys = ("arch", "init", "stage", "task", "seed")
     new = {tuple(r[k] for k in keys) for r in update["rows"]}
     rows = [r for r in base["rows"] if tuple(r[k] for k in keys) not in new] + update["rows"]
+    made_by = {r.get("encoder_sha256") for r in rows if r["init"] == "pretrained"}
+    if len(made_by) > 1:  # a new encoder file under the same name: every pre-trained row must be rerun with it
+        raise ValueError(
+            "cannot merge pre-trained rows made by different encoder files (sha256 "
+            + ", ".join(sorted(str(m)[:12] for m in made_by))
+            + "): rerun every pre-trained row with the new encoder"
+        )
+    picked = {tuple(e[k] for k in keys[:4]) for e in update.get("selection", [])}
+    selection = [e for e in base.get("selection", []) if tuple(e[k] for k in keys[:4]) not in picked]
     merged = {**base, **{k: update[k] for k in ("label_efficiency", "label_noise") if k in update}}
     return merged | dict(
         rows=rows,
+        selection=selection + update.get("selection", []),
         gains=[g for b in sorted({r["init"] for r in rows} - {"pretrained"}) for g in gains(rows, b)],
         summary=summarise(rows),
         seeds=sorted({r["seed"] for r in rows}),
