@@ -66,6 +66,11 @@ def test_own_folder_with_unlabelled_part(tmp_path, capsys):
     assert set(s["test"].fnames).isdisjoint(s["clean_train"].fnames)
     assert s["test"].fnames == ds.splits(0)["test"].fnames  # seeded
     assert s["clean_train"].clips.data.shape[1] == 96
+    meta = ds.meta  # the notebooks read each clip's audio through it, as a Course's
+    for split, fs in (("train", ds.train), ("test", ds.test)):
+        assert [c.fname for c in meta.clips(split)] == list(fs.fnames) == [c.fname for c in getattr(meta, split)]
+        assert [c.label for c in meta.clips(split)] == [ds.classes[y] for y in fs.labels]
+        assert all(meta.audio_path(split, c).is_file() for c in meta.clips(split))
 
 
 def test_own_folder_without_unlabelled_pretrains_on_training_clips(tmp_path, capsys):

@@ -29,3 +29,23 @@ def test_pick_device(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             pick_device("cuda")
+
+
+def test_dataset_choice_and_its_figures_folder(monkeypatch):
+    """``UCLSER_DATASET`` picks the notebooks' dataset; another one than the course's keeps its figures apart."""
+    from uclser_lib.plots import figures_dir
+    from uclser_lib.runtime import REPO_ROOT, dataset_choice
+
+    monkeypatch.setenv("UCLSER_SMOKE", "1")
+    for unset in (None, ""):
+        if unset is None:
+            monkeypatch.delenv("UCLSER_DATASET", raising=False)
+        else:
+            monkeypatch.setenv("UCLSER_DATASET", unset)
+        assert dataset_choice() is None and figures_dir() == REPO_ROOT / "build" / "figures-smoke"
+    monkeypatch.setenv("UCLSER_DATASET", "esc50")
+    assert dataset_choice() == "esc50" and figures_dir() == REPO_ROOT / "build" / "figures-smoke-esc50"
+    monkeypatch.setenv("UCLSER_DATASET", "/some/where/my_sounds")
+    assert figures_dir() == REPO_ROOT / "build" / "figures-smoke-my_sounds"
+    monkeypatch.setenv("UCLSER_SMOKE", "0")
+    assert figures_dir() == REPO_ROOT / "build" / "figures-my_sounds"  # never figures/, the course's

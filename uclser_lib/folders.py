@@ -72,6 +72,14 @@ class _FileList:
     def audio_path(self, split: str, clip: ClipMeta) -> Path:
         return self.root / clip.fname
 
+    @property
+    def train(self) -> list[ClipMeta]:
+        return self.lists.get("train", [])
+
+    @property
+    def test(self) -> list[ClipMeta]:
+        return self.lists.get("test", [])
+
 
 @dataclass
 class RealDataset:
@@ -117,6 +125,17 @@ class RealDataset:
     def test(self) -> FeatureSet:
         lab = self._need_labels()
         return lab.subset(self._test_mask(PAPER_SEED, None))
+
+    @property
+    def meta(self) -> _FileList:
+        """The clips of ``train`` and ``test`` in their order, as a :class:`~uclser_lib.data.DatasetMeta` lists them
+        (``meta.train``, ``meta.clips(split)``, ``meta.audio_path(split, clip)``, ``meta.classes``): the notebooks
+        read a clip's audio through it."""
+        lists = {
+            split: [ClipMeta(f, fs.classes[y], bool(c)) for f, y, c in zip(fs.fnames, fs.labels, fs.clean)]
+            for split, fs in (("train", self.train), ("test", self.test))
+        }
+        return _FileList(self.root, lists, self.classes)
 
     def splits(self, seed: int = PAPER_SEED, test_fold: int | None = None) -> dict[str, FeatureSet]:
         """The splits of the module docstring; ``test_fold``: ESC-50's held-out fold (default: the last)."""

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from .features import DEFAULT_PARAMS, LogMelParams
-from .runtime import REPO_ROOT, smoke_mode
+from .runtime import REPO_ROOT, dataset_choice, smoke_mode
 
 __all__ = [
     "augmentation_gallery",
@@ -37,9 +37,16 @@ __all__ = [
 def figures_dir() -> Path:
     """``figures/`` at the repository root (created if needed).
 
-    In smoke mode ``build/figures-smoke/``, so tests never overwrite the committed figures.
+    In smoke mode ``build/figures-smoke/``, so tests never overwrite the committed figures. On another dataset
+    than the course's (``UCLSER_DATASET``, :func:`~uclser_lib.runtime.dataset_choice`): ``build/figures-<its name>/``
+    (``build/figures-smoke-<its name>/`` in smoke mode), so its figures never replace the course's either.
     """
-    path = REPO_ROOT / ("build/figures-smoke" if smoke_mode() else "figures")
+    choice = dataset_choice()
+    other = f"-{Path(choice).expanduser().name}" if choice not in (None, "course") else ""
+    if smoke_mode():
+        path = REPO_ROOT / f"build/figures-smoke{other}"
+    else:
+        path = REPO_ROOT / (f"build/figures{other}" if other else "figures")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

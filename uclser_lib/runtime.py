@@ -20,6 +20,7 @@ __all__ = [
     "REPO_ROOT",
     "check_torch_pair",
     "data_root",
+    "dataset_choice",
     "describe_machine",
     "disk_full_error",
     "pick_device",
@@ -105,6 +106,13 @@ def seed_everything(seed: int = PAPER_SEED) -> torch.Generator:
 def data_root() -> Path:
     """Where the course keeps datasets and features: ``UCLSER_DATA`` or ``<repo>/data``."""
     return Path(os.environ.get("UCLSER_DATA", REPO_ROOT / "data")).expanduser()
+
+
+def dataset_choice() -> str | None:
+    """The dataset the notebooks run on: ``UCLSER_DATASET`` (``"esc50"``, ``"fsdnoisy18k"``, ``"course"`` or a
+    folder's path), or None when it is unset or empty: the course dataset (its tiny preset in smoke mode).
+    What :func:`uclser_lib.datasets.prepare` takes as ``dataset``."""
+    return os.environ.get("UCLSER_DATASET") or None
 
 
 def shared_dir() -> Path | None:
