@@ -31,11 +31,14 @@ def test_pick_device(monkeypatch):
             pick_device("cuda")
 
 
-def test_dataset_choice_and_its_figures_folder(monkeypatch):
+def test_dataset_choice_and_its_figures_folder(monkeypatch, tmp_path):
     """``UCLSER_DATASET`` picks the notebooks' dataset; another one than the course's keeps its figures apart."""
+    from uclser_lib import plots
     from uclser_lib.plots import figures_dir
-    from uclser_lib.runtime import REPO_ROOT, dataset_choice
+    from uclser_lib.runtime import dataset_choice
 
+    REPO_ROOT = tmp_path  # figures_dir creates the folder: here, not in the checkout
+    monkeypatch.setattr(plots, "REPO_ROOT", REPO_ROOT)
     monkeypatch.setenv("UCLSER_SMOKE", "1")
     for unset in (None, ""):
         if unset is None:
