@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +8,31 @@ import pytest
 
 os.environ.setdefault("UCLSER_SMOKE", "1")
 
-from uclser_lib.runtime import shared_dir  # noqa: E402
+from uclser_lib.download import RELEASED_FILES  # noqa: E402
+from uclser_lib.runtime import REPO_ROOT  # noqa: E402
+
+
+def shared_dir() -> Path | None:
+    """The project's ``shared/`` folder (reference data, model zoo) beside the checkout, or None when absent."""
+    path = Path(os.environ.get("UCLSER_SHARED", REPO_ROOT.parent / "shared"))
+    return path if path.is_dir() else None
+
+
+def _released_cache() -> None:
+    """Where the model zoo is beside the checkout, its released encoders stand in for a download: copied into a
+    temporary cache folder (``UCLSER_CACHE``, inherited by the notebooks' kernels), as ``python -m uclser_lib
+    download released-encoders`` would leave them. Without it, the notebooks skip the authors' encoder."""
+    zoo = shared_dir() / "model_zoo" if shared_dir() is not None else None
+    if "UCLSER_CACHE" in os.environ or zoo is None or not zoo.is_dir():
+        return
+    cache = Path(tempfile.mkdtemp(prefix="uclser-cache-"))
+    for name in RELEASED_FILES.values():
+        if (zoo / name).is_file():
+            shutil.copyfile(zoo / name, cache / name)
+    os.environ["UCLSER_CACHE"] = str(cache)
+
+
+_released_cache()
 
 
 @pytest.fixture(scope="session")

@@ -111,3 +111,15 @@ def test_nothing_cites_documents_outside_the_repository():
         if CITATION.search(text):
             offenders.append(rel)
     assert not offenders, f"these files cite the internal {TOKEN}, not in the repository (cite docs/): {offenders}"
+
+
+def test_the_library_and_notebooks_never_reach_for_the_shared_folder():
+    """Only the tests use the project's shared folder (reference outputs, model zoo); the course stands alone:
+    the authors' encoders come through ``python -m uclser_lib download released-encoders``."""
+    pattern = re.compile(r"\.\./shared|shared_dir|model_zoo")
+    offenders = [
+        str(p.relative_to(REPO_ROOT))
+        for p in [*PACKAGE.rglob("*.py"), *(REPO_ROOT / "notebooks").glob("*.ipynb")]
+        if pattern.search(p.read_text(encoding="utf-8"))
+    ]
+    assert not offenders, f"these files use ../shared (tests only; download into the cache instead): {offenders}"

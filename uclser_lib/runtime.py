@@ -26,7 +26,6 @@ __all__ = [
     "pick_device",
     "seed_everything",
     "sha256_of",
-    "shared_dir",
     "smoke_mode",
     "write_atomic",
 ]
@@ -113,12 +112,6 @@ def dataset_choice() -> str | None:
     folder's path), or None when it is unset or empty: the course dataset (its tiny preset in smoke mode).
     What :func:`uclser_lib.datasets.prepare` takes as ``dataset``."""
     return os.environ.get("UCLSER_DATASET") or None
-
-
-def shared_dir() -> Path | None:
-    """The project's ``shared/`` folder (reference data, model zoo) beside the checkout, or None when absent."""
-    path = Path(os.environ.get("UCLSER_SHARED", REPO_ROOT.parent / "shared"))
-    return path if path.is_dir() else None
 
 
 def disk_full_error(err: BaseException, path) -> OSError | None:
