@@ -8,7 +8,7 @@ import pytest
 from uclser_lib import coursedata, data, datasets
 from uclser_lib.data import feature_stats
 from uclser_lib.downstream import FinetuneConfig, LinearEvalConfig
-from uclser_lib.experiments import STAGE_INITS, Protocol, compare, label_efficiency, label_noise
+from uclser_lib.experiments import CURVE_INITS, STAGE_INITS, Protocol, compare, label_efficiency, label_noise
 from uclser_lib.models import build_encoder
 from uclser_lib.results import gain_interval, gains, merge_results
 
@@ -72,8 +72,11 @@ def test_label_curves_by_linear_evaluation_on_tiny_course():
         device="cpu",
     )
     assert {(r["init"], r["fraction"], r["stage"]) for r in eff["rows"]} == {
-        (i, f, "linear") for i in ("pretrained", "random") for f in (0.5, 1.0)
+        (i, f, "linear") for i in ("pretrained", "random", "random_bn") for f in (0.5, 1.0)
     }
+    # the fair random baseline: its BatchNorm statistics re-estimated on training patches, not the initial 0 / 1
+    by = {(r["init"], r["fraction"], r["seed"]): r["test_balanced"] for r in eff["rows"]}
+    assert any(by["random", f, s] != by["random_bn", f, s] for f in (0.5, 1.0) for s in (0, 1))
     assert all(r["n"] == 2 for r in eff["summary"])
     n_train = {r["fraction"]: r["n_train"] for r in eff["rows"]}
     assert len(splits["test"].classes) <= n_train[0.5] <= n_train[1.0]  # at least one clip per class
@@ -88,7 +91,9 @@ def test_label_curves_by_linear_evaluation_on_tiny_course():
         linear_cfg=cfg,
         device="cpu",
     )
-    assert {(r["stage"], r["wrong_rate"]) for r in noise["rows"]} == {("linear", 0.6)}
+    assert {(r["stage"], r["wrong_rate"], r["init"]) for r in noise["rows"]} == {
+        ("linear", 0.6, i) for i in CURVE_INITS["linear"]
+    }
     with pytest.raises(ValueError, match="stage must be"):
         label_efficiency(build_encoder("vgglike"), mean, std, splits, fractions=(1.0,), stage="probe", device="cpu")
 

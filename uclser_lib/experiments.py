@@ -26,7 +26,16 @@ from .downstream import FinetuneConfig, LinearEvalConfig, finetune, linear_eval,
 from .models import Encoder, build_encoder
 from .results import BASELINES, gains, summarise
 
-__all__ = ["STAGES", "STAGE_INITS", "Protocol", "compare", "compare_inits", "label_efficiency", "label_noise"]
+__all__ = [
+    "CURVE_INITS",
+    "STAGES",
+    "STAGE_INITS",
+    "Protocol",
+    "compare",
+    "compare_inits",
+    "label_efficiency",
+    "label_noise",
+]
 
 #: The stages of :func:`compare_inits`: (stage, task of :data:`~uclser_lib.downstream.TASKS`).
 STAGES = (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
@@ -238,6 +247,31 @@ def compare(
     }
 
 
+#: The inits a label curve compares: linear evaluation adds the fair random-features baseline (``random_bn``);
+#: fine-tuning trains from scratch (BatchNorm runs in train mode there, as in :data:`STAGE_INITS`).
+CURVE_INITS = {"linear": ("pretrained", "random", "random_bn"), "finetune": ("pretrained", "random")}
+
+
+def _curve(encoder, mean, std, splits, seeds, stage, points, sets_at, task, linear_cfg, finetune_cfg, device, progress):
+    """One row per (seed, point, init of :data:`CURVE_INITS`): ``sets_at(point, seed)`` gives ``((train, val, test),
+    the row's own keys)``. Linear evaluation embeds each set once per encoder (the caches)."""
+    if stage not in CURVE_INITS:
+        raise ValueError(f"stage must be 'finetune' or 'linear', got {stage!r}")
+    rows, caches = [], {}
+    for seed in seeds:
+        inits = {
+            init: _init_encoder(init, encoder, mean, std, splits, seed, Protocol(), device)
+            for init in CURVE_INITS[stage]
+        }
+        for point in points:
+            sets, keys = sets_at(point, seed)
+            for init, enc in inits.items():
+                cache = caches.setdefault((init, None if init == "pretrained" else seed), {})
+                out = _run(stage, enc, mean, std, sets, seed, linear_cfg, finetune_cfg, device, progress, cache)
+                rows.append(dict(arch=_arch_name(encoder), init=init, stage=stage, task=task, seed=seed, **keys, **out))
+    return {"rows": rows, "summary": summarise(rows)}
+
+
 def label_efficiency(
     encoder: Encoder,
     mean: float,
@@ -251,45 +285,33 @@ def label_efficiency(
     device=None,
     progress=False,
 ) -> dict:
-    """``stage`` ("finetune" or "linear") on a fraction of the clean labels, pre-trained vs random init.
+    """``stage`` ("finetune" or "linear") on a fraction of the clean labels, pre-trained vs the inits of
+    :data:`CURVE_INITS` (linear: also random init with re-estimated BatchNorm statistics).
 
-    Each fraction keeps at least one clip per class (:func:`~uclser_lib.downstream.subsample_per_class`).
+    Each fraction keeps at least one clip per class (:func:`~uclser_lib.downstream.subsample_per_class`); each row
+    records its ``fraction`` and ``n_train`` (clips).
     """
     train, val, test = task_splits(splits, "clean")
-    rows, caches = [], {"pretrained": {}}  # linear evaluation embeds each set once per encoder
-    for seed in seeds:
-        torch.manual_seed(seed)
-        inits = {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}
-        caches["random"] = {}
-        for fraction in fractions:
-            subset = subsample_per_class(train, fraction, seed)
-            for init, enc in inits.items():
-                out = _run(
-                    stage,
-                    enc,
-                    mean,
-                    std,
-                    (subset, val, test),
-                    seed,
-                    linear_cfg,
-                    finetune_cfg,
-                    device,
-                    progress,
-                    caches[init],
-                )
-                rows.append(
-                    dict(
-                        arch=_arch_name(encoder),
-                        init=init,
-                        stage=stage,
-                        task="clean",
-                        fraction=fraction,
-                        seed=seed,
-                        n_train=len(subset),
-                        **out,
-                    )
-                )
-    return {"rows": rows, "summary": summarise(rows)}
+
+    def sets_at(fraction, seed):
+        subset = subsample_per_class(train, fraction, seed)
+        return (subset, val, test), {"fraction": fraction, "n_train": len(subset)}
+
+    return _curve(
+        encoder,
+        mean,
+        std,
+        splits,
+        seeds,
+        stage,
+        fractions,
+        sets_at,
+        "clean",
+        linear_cfg,
+        finetune_cfg,
+        device,
+        progress,
+    )
 
 
 def label_noise(
@@ -306,14 +328,12 @@ def label_noise(
     device=None,
     progress=False,
 ) -> dict:
-    """``stage`` ("finetune" or "linear") on the noisy subset relabelled at several wrong-label rates.
-
-    Pre-trained vs random init, as :func:`label_efficiency`.
+    """``stage`` ("finetune" or "linear") on the noisy subset relabelled at several wrong-label rates, with the
+    inits of :func:`label_efficiency`.
 
     ``truth``: :func:`~uclser_lib.coursedata.read_truth` of the course dataset. The audio stays as it is (its
     "incomplete" clips keep their second event; out-of-vocabulary clips are left out); only the labels change: the
-    true class, then
-    :func:`~uclser_lib.coursedata.relabel` at each rate. Selection on the clean subset, test on test.
+    true class, then :func:`~uclser_lib.coursedata.relabel` at each rate. Selection on the clean subset, test on test.
     """
     from .coursedata import relabel
 
@@ -328,42 +348,26 @@ def label_noise(
     if len(keep) < len(train.fnames):
         train = train.subset(keep)
     true = [truth[f][0] for f in train.fnames]
-    rows, caches = (
-        [],
-        {"pretrained": {}},
-    )  # linear evaluation embeds each set once per encoder (relabelling keeps the clips)
-    for seed in seeds:
-        torch.manual_seed(seed)
-        inits = {"pretrained": encoder, "random": build_encoder(_arch_name(encoder), n_classes=len(train.classes))}
-        caches["random"] = {}
-        for rate in wrong_rates:
-            noisy = train.with_labels([train.classes.index(c) for c in relabel(true, rate, seed)])
-            for init, enc in inits.items():
-                out = _run(
-                    stage,
-                    enc,
-                    mean,
-                    std,
-                    (noisy, val, test),
-                    seed,
-                    linear_cfg,
-                    finetune_cfg,
-                    device,
-                    progress,
-                    caches[init],
-                )
-                rows.append(
-                    dict(
-                        arch=_arch_name(encoder),
-                        init=init,
-                        stage=stage,
-                        task="noisy",
-                        wrong_rate=rate,
-                        seed=seed,
-                        **out,
-                    )
-                )
-    return {"rows": rows, "summary": summarise(rows)}
+
+    def sets_at(rate, seed):  # relabelling keeps the clips: the embedding caches stay valid
+        noisy = train.with_labels([train.classes.index(c) for c in relabel(true, rate, seed)])
+        return (noisy, val, test), {"wrong_rate": rate}
+
+    return _curve(
+        encoder,
+        mean,
+        std,
+        splits,
+        seeds,
+        stage,
+        wrong_rates,
+        sets_at,
+        "noisy",
+        linear_cfg,
+        finetune_cfg,
+        device,
+        progress,
+    )
 
 
 def _arch_name(encoder: Encoder) -> str:
