@@ -89,9 +89,11 @@ def test_no_space_left_keeps_the_partial_file(served, tmp_path, monkeypatch):
     srv = start()
     real_open = open
 
-    class Full(io.FileIO):
+    class Full(io.FileIO):  # a disk with room for 100000 bytes: the block that fills it is written in part
         def write(self, b):
-            if self.tell() + len(b) > 100_000:
+            room = 100_000 - self.tell()
+            if len(b) > room:
+                super().write(bytes(b)[:room])
                 raise OSError(errno.ENOSPC, "No space left on device")
             return super().write(b)
 
@@ -101,10 +103,11 @@ def test_no_space_left_keeps_the_partial_file(served, tmp_path, monkeypatch):
         return real_open(path, mode, *a, **k)
 
     monkeypatch.setattr("builtins.open", fake_open)
-    with pytest.raises(DownloadError, match=r"^no space left on device while writing .*a\.bin\.part from http"):
+    with pytest.raises(DownloadError, match=r"^no space left on device while writing .*a\.bin\.part from http") as err:
         fetch(f"{srv.url}/a.bin", tmp_path / "a.bin", md5(data), progress=False)
     monkeypatch.setattr("builtins.open", real_open)
-    assert 0 < (tmp_path / "a.bin.part").stat().st_size <= 100_000  # kept: the next run resumes
+    assert (tmp_path / "a.bin.part").stat().st_size == 100_000  # kept: the next run resumes
+    assert "; 100000 bytes kept there, free some space" in str(err.value)  # what is on disk (#13, finding 5)
     fetch(f"{srv.url}/a.bin", tmp_path / "a.bin", md5(data), progress=False)
     assert (tmp_path / "a.bin").read_bytes() == data
 
@@ -133,7 +136,7 @@ def test_unpack_atomic_and_layout(tmp_path, maker, ext):
     maker(tmp_path / f"odd.{ext}", {"top/other/x.wav": b"RIFF"})
     with pytest.raises(DownloadError, match=r"odd\.(zip|tar\.gz): unexpected layout, missing \['audio', 'meta/esc50"):
         unpack(tmp_path / f"odd.{ext}", tmp_path / "data2" / "esc50", ("audio", "meta/esc50.csv"), progress=False)
-    assert not (tmp_path / "data2" / "esc50").exists()
+    assert not (tmp_path / "data2").exists()  # not even the parent folder, made for the unpacking
 
 
 @pytest.mark.parametrize("maker, ext", [(make_zip, "zip"), (make_tgz, "tar.gz")])
@@ -141,9 +144,10 @@ def test_truncated_archive(tmp_path, maker, ext):
     maker(tmp_path / f"a.{ext}", {f"top/audio/{i}.wav": bytes(range(256)) * 200 for i in range(20)})
     data = (tmp_path / f"a.{ext}").read_bytes()
     (tmp_path / f"cut.{ext}").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DownloadError, match=r"cut\.(zip|tar\.gz): (truncated or corrupt|not a zip or tar)"):
+    with pytest.raises(DownloadError, match=r"cut\.(zip|tar\.gz): (truncated or corrupt|not a zip or tar)") as err:
         unpack(tmp_path / f"cut.{ext}", tmp_path / "d" / "x", ("audio",), progress=False)
-    assert not (tmp_path / "d" / "x").exists()
+    assert str(err.value).endswith("; delete it and rerun the same command to download it again")
+    assert not (tmp_path / "d").exists() and (tmp_path / f"cut.{ext}").is_file()
 
 
 def test_download_dataset_from_a_mirror(served, tmp_path, monkeypatch):
@@ -188,3 +192,48 @@ def test_released_encoder_wrong_file_refused(served, tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match=r"checksum mismatch for http://127.0.0.1:\d+/VGG_best.pth: sha256"):
         download.download_released(url_base=srv.url, progress=False)
     assert not (tmp_path / "cache" / "VGG_best.pth").exists()
+
+
+def test_unpack_failure_of_a_verified_archive(served, tmp_path, monkeypatch):
+    """#13, finding 8: the message says what to do, the verified archive is kept, no empty esc50/ is left."""
+    folder, start = served
+    make_zip(folder / "whole.zip", {f"ESC-50-master/audio/{i}.wav": bytes(range(256)) * 200 for i in range(20)})
+    zipped = (folder / "whole.zip").read_bytes()
+    make_zip(folder / "whole.zip", {"ESC-50-master/meta/esc50.csv": b"a\n", "ESC-50-master/audio/1.wav": b"RIFF"})
+    good = (folder / "whole.zip").read_bytes()
+    srv = start()
+    root, archive = tmp_path / "data", tmp_path / "data" / "downloads" / "ESC-50-master.zip"
+
+    def serve(data: bytes):
+        (folder / "ESC-50-master.zip").write_bytes(data)
+        remote = Remote("ESC-50-master.zip", "https://github.invalid/master.zip", md5(data))
+        monkeypatch.setitem(download.REMOTES, "esc50", [remote])
+
+    serve(zipped[: len(zipped) // 2])  # truncated, yet it passes its (patched) checksum
+    with pytest.raises(DownloadError) as err:
+        download.download_dataset("esc50", root=root, url_base=srv.url, progress=False)
+    assert str(err.value) == (
+        f"{archive}: not a zip or tar archive (truncated or corrupt download?); delete it and rerun the same "
+        "command to download it again"
+    )
+    assert archive.is_file() and sorted(p.name for p in root.iterdir()) == ["downloads"]  # no esc50/
+
+    archive.unlink()  # as the message says
+    serve(good)
+    real_extract = zipfile.ZipFile.extract
+
+    def full(self, member, path=None, pwd=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "extract", full)
+    with pytest.raises(DownloadError) as err:
+        download.download_dataset("esc50", root=root, url_base=srv.url, progress=False)
+    assert str(err.value) == (
+        f"no space left on device while unpacking {archive} into {root / 'esc50'}; free some space and rerun the "
+        "same command (the archive is kept: it is unpacked again, not downloaded again)"
+    )
+    assert archive.is_file() and sorted(p.name for p in root.iterdir()) == ["downloads"]
+    monkeypatch.setattr(zipfile.ZipFile, "extract", real_extract)
+    n = len(srv.requests)
+    dest = download.download_dataset("esc50", root=root, url_base=srv.url, progress=False)
+    assert len(srv.requests) == n and (dest / "meta" / "esc50.csv").read_bytes() == b"a\n"

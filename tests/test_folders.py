@@ -20,7 +20,7 @@ from uclser_lib import download
 from uclser_lib.__main__ import main
 from uclser_lib.datasets import prepare
 from uclser_lib.download import Remote
-from uclser_lib.folders import FolderError, prepare_folder, scan_folder
+from uclser_lib.folders import FolderError, features_dir_of, prepare_folder, scan_folder
 
 
 @pytest.fixture(autouse=True)
@@ -99,12 +99,12 @@ def test_own_folder_bad_inputs(tmp_path):
         scan_folder(tmp_path / "nowhere")
 
 
-def write_fsd_layout(root, noisy: bool):
+def write_fsd_layout(root, noisy: bool, verified: bool = True):
     rows = []
     for c, freq in (("Piano", 440), ("Engine", 80)):
         for i in range(4):
             tone(root / "FSDnoisy18k.audio_train" / f"{c}{i}.wav", freq + i, sr=44100, seed=i)
-            rows.append((f"{c}{i}.wav", c, "/m/x", "0" if (noisy and i == 3) else "1", "0"))
+            rows.append((f"{c}{i}.wav", c, "/m/x", "0" if (noisy and i == 3) or not verified else "1", "0"))
         tone(root / "FSDnoisy18k.audio_test" / f"{c}t.wav", freq, sr=44100)
     (root / "FSDnoisy18k.meta").mkdir()
     with open(root / "FSDnoisy18k.meta" / "train.csv", "w", newline="") as f:
@@ -126,7 +126,16 @@ def test_fsd_layout_without_unverified_clips(tmp_path):
 
 
 def make_esc50_zip(path, folds=5, classes=("dog", "rain", "siren")):
-    src = path.parent / "ESC-50-master"
+    src = make_esc50_tree(path.parent / "ESC-50-master", folds, classes)
+    with zipfile.ZipFile(path, "w") as z:
+        for p in sorted(src.rglob("*")):
+            z.write(p, p.relative_to(src.parent).as_posix())
+    shutil.rmtree(src)
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def make_esc50_tree(src, folds=5, classes=("dog", "rain", "siren")):
+    """ESC-50's layout at ``src``: ``audio/<fold>-<src>-A-<target>.wav`` and ``meta/esc50.csv``."""
     rows = []
     for fold in range(1, folds + 1):
         for target, cat in enumerate(classes):
@@ -138,11 +147,7 @@ def make_esc50_zip(path, folds=5, classes=("dog", "rain", "siren")):
         w = csv.writer(f)
         w.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
         w.writerows(rows)
-    with zipfile.ZipFile(path, "w") as z:
-        for p in sorted(src.rglob("*")):
-            z.write(p, p.relative_to(src.parent).as_posix())
-    shutil.rmtree(src)
-    return hashlib.md5(path.read_bytes()).hexdigest()
+    return src
 
 
 @pytest.fixture
@@ -216,3 +221,96 @@ def test_released_encoder_by_name(tmp_path, monkeypatch, model_zoo_dir):
         assert encoder.embed(torch.zeros(2, 1, 101, 96)).shape[0] == 2
     finally:
         srv.close()
+
+
+# The findings of the hand check of #13 (closing note, "What did not work or looked wrong") ---------------------------
+
+
+def error_line(capsys) -> str:
+    """The one error line of stderr (after the progress bars, which write there too)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and err.endswith(lines[0] + "\n"), err
+    return lines[0]
+
+
+def test_esc50_unreadable_clips_stop_or_are_skipped_with_skip_unreadable(tmp_path, data_dir, capsys):
+    """Finding 2: ESC-50 honours ``extract --skip-unreadable``; without it, the error says so (finding 4: the last
+    line names where the features are)."""
+    src = make_esc50_tree(tmp_path / "ESC-50-master")
+    (src / "audio" / "2-101-A-1.wav").write_bytes(b"not audio at all")
+    (src / "audio" / "3-102-A-2.wav").write_bytes(b"")
+    assert main(["extract", "--dataset", str(src)]) == 2
+    err = error_line(capsys)
+    assert err.startswith("error: while extracting esc50: ")
+    assert "2-101-A-1.wav: not a readable audio file" in err and "`extract --skip-unreadable`" in err
+    features = data_dir / "esc50" / "features"
+    assert not [p for p in features.glob("esc50-*.h5")]  # the .part is kept for the resume; nothing complete
+    assert main(["extract", "--dataset", str(src), "--skip-unreadable"]) == 0
+    out = capsys.readouterr().out
+    assert "labelled: 13 clips" in out and "skipped 2 unreadable file(s): " in out
+    assert "2-101-A-1.wav: not a readable audio file" in out and "3-102-A-2.wav" in out
+    assert out.splitlines()[-1] == f"esc50: 10 train clips, 3 test clips, features in {features}"
+    with pytest.warns(UserWarning, match="made with on_error='skip', without 2 unreadable file"):
+        ds = prepare(dataset=str(src), progress=False)  # a later call without skipping uses those features
+    assert len(ds.labelled) == 13 and len(ds.skipped) == 2 and "2-101-A-1.wav" not in " ".join(ds.labelled.fnames)
+    assert sorted(ds.splits()["test"].fnames) == ["audio/5-100-A-0.wav", "audio/5-101-A-1.wav", "audio/5-102-A-2.wav"]
+
+
+def test_extract_refuses_a_class_that_cannot_be_split(tmp_path, capsys):
+    """Finding 3: ``extract`` exits 2 with pretrain's message (the features written stay, complete); finding 4:
+    its last line names the features folder, not the audio folder."""
+    root = own_folder(tmp_path / "mine", unlabelled=0)
+    assert main(["extract", "--dataset", str(root)]) == 0
+    features = features_dir_of(root)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"folder:mine: 9 train clips, 3 test clips, features in {features}"
+    )
+    tone(root / "single" / "only.wav", 440)
+    expected = (
+        f"error: {root}: class 'single' has 1 readable clip(s) ['single/only.wav']; each class needs at least 3 "
+        "(training, validation, test)"
+    )
+    assert main(["extract", "--dataset", str(root)]) == 2
+    assert error_line(capsys) == expected
+    assert len(list(features.glob("labelled-*.h5"))) == 2 and not list(features.glob("*.part"))  # complete
+    pre = ["pretrain", "--data.dataset", str(root), "--run_dir", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(pre) == 2
+    assert error_line(capsys) == expected
+    assert not (tmp_path / "run").exists()
+
+
+def test_fsd_layout_without_verified_clips_names_train_csv(tmp_path, capsys):
+    """Finding 6: no manually verified clip: one line naming train.csv, from extract and from splits()."""
+    root = tmp_path / "fsd"
+    write_fsd_layout(root, noisy=False, verified=False)
+    expected = (
+        f"{root}/FSDnoisy18k.meta/train.csv: no manually verified clip (manually_verified is 0 for all 8 readable "
+        "train clips); expected some rows with 1: they are the validation clips and the clean-label task's"
+    )
+    assert main(["extract", "--dataset", str(root)]) == 2
+    assert error_line(capsys) == f"error: {expected}"
+    course = prepare(dataset=str(root), progress=False)
+    with pytest.raises(FolderError) as err:
+        course.splits(0)
+    assert str(err.value) == expected
+
+
+def test_extract_warns_about_an_fsd_layout_without_unverified_clips(tmp_path, capsys):
+    """Finding 6: extract says what pretrain and linear-eval say about a layout with no unverified clip."""
+    write_fsd_layout(tmp_path / "fsd", noisy=False)
+    with pytest.warns(UserWarning, match="lists no unverified .noisy. clip; pre-training uses the 8 clean train clips"):
+        assert main(["extract", "--dataset", str(tmp_path / "fsd")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"features in {features_dir_of(tmp_path / 'fsd')}")
+
+
+def test_noisy_task_on_a_folder_with_an_unlabelled_part_says_use_task_clean(tmp_path, capsys):
+    """Finding 7: the unlabelled clips have no labels: the message says to use --task clean."""
+    root = own_folder(tmp_path / "mine", per_class=3, unlabelled=2)
+    cmd = ["linear-eval", "--data.dataset", str(root), "--encoder", "random:vgglike", "--epochs", "1"]
+    assert main(cmd + ["--out", str(tmp_path / "m.json"), "--device", "cpu"]) == 2
+    assert error_line(capsys) == (
+        f"error: --task noisy: {root}/unlabelled: the noisy-label task trains on the pre-training clips, here the "
+        "unlabelled part, which has no labels; use --task clean"
+    )
+    assert not (tmp_path / "m.json").exists()

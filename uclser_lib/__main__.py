@@ -1,6 +1,8 @@
 """Command line: ``python -m uclser_lib <command> [--config FILE] [--key value ...]``.
 
-- ``extract [--preset tiny|course] [--fsd-root DIR]``: make sure the dataset and its features exist.
+- ``extract [--preset tiny|course] [--fsd-root DIR] [--dataset NAME|PATH] [--skip-unreadable]``: make sure the
+  dataset and its features exist, and that the splits the other commands make can be made (else exit 2; the
+  features written stay); the last line says where the features are.
 - ``pretrain --config pretrain.yaml [--epochs 100] [--augment.mix_alpha 0.1] [--resume] [--export NAME]``:
   contrastive pre-training; a checkpoint every epoch in ``run_dir``; ``--resume`` continues it;
   ``--export NAME`` writes the encoder to ``pretrained/`` with its manifest entry.
@@ -145,6 +147,8 @@ def downstream_command(args, overrides: list[str]) -> int:
     linear = args.command == "linear-eval"
     cfg = build(LinearEvalConfig if linear else FinetuneConfig, values)  # checked before any data is prepared
     course = _dataset(data, args.device)
+    if hasattr(course, "check_task"):  # a folder with an unlabelled part has no noisy-label task
+        course.check_task(task)
     splits = course.splits(cfg.seed)
     encoder, mean, std = load_encoder(spec, splits["pretrain"])
     run = linear_eval if linear else finetune
@@ -443,8 +447,13 @@ def _main(argv: list[str]) -> int:
             dataset=args.dataset,
             on_error="skip" if args.skip_unreadable else "raise",
         )
+        # the splits pretrain and the evaluations will make: a class that cannot be split, or an FSDnoisy18k layout
+        # with no verified clip, is an error now (exit 2; the features written stay: they are complete); an
+        # FSDnoisy18k layout with no unverified clip gets pretrain's warning
+        course.check()
         print(
-            f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, features in {course.root}"
+            f"{course.name}: {len(course.train)} train clips, {len(course.test)} test clips, "
+            f"features in {course.features_dir}"
         )
         return 0
     if args.command in ("download", "crossval"):

@@ -26,9 +26,20 @@ class Course:
     train: FeatureSet
     test: FeatureSet
     name: str
+    features_dir: Path | None = None  # where its feature files are
+
+    def check(self) -> None:
+        """What :meth:`splits` would refuse or warn about, without making the splits (``extract`` calls it): no
+        manually verified clip is a :class:`~uclser_lib.folders.FolderError` naming train.csv; no unverified clip
+        is the warning of :func:`~uclser_lib.folders.splits_without_noisy`."""
+        from .folders import check_verified
+
+        check_verified(self.train, self.root, stacklevel=2)
 
     def splits(self, seed: int = PAPER_SEED) -> dict[str, FeatureSet]:
-        if self.train.clean.all():  # no unverified clip: no noisy subset to pre-train on (a warning says what instead)
+        if self.train.clean.all() or not self.train.clean.any():
+            # no unverified clip: no noisy subset to pre-train on (a warning says what instead); no verified clip:
+            # nothing to validate on (an error naming train.csv)
             from .folders import splits_without_noisy
 
             return splits_without_noisy(self.train, self.test, self.root, seed)
@@ -55,20 +66,23 @@ def prepare(
     used; otherwise the embedded course dataset ``preset`` (``"tiny"`` in smoke mode, else ``"course"``)
     is generated under :func:`~uclser_lib.runtime.data_root` if missing. Features go to ``features_dir``
     (default ``<data root>/<name>/features``). Every step resumes where an interrupted one stopped.
-    ``on_error="skip"`` leaves unreadable audio files of FSDnoisy18k's layout out (listed in a warning) instead of
-    stopping at the first one (:func:`~uclser_lib.data.extract_split`); folders always skip them.
+    ``on_error="skip"`` leaves unreadable audio files of FSDnoisy18k's layout and ESC-50 out (listed in a warning,
+    or in ESC-50's summary) instead of stopping at the first one (:func:`~uclser_lib.data.extract_split`); folders
+    always skip them.
     """
     if dataset not in (None, "course"):
         from . import folders
 
         if dataset == "esc50":
-            return folders.prepare_esc50(features_dir=features_dir, device=device, progress=progress)
+            return folders.prepare_esc50(features_dir=features_dir, device=device, progress=progress, on_error=on_error)
         if dataset == "fsdnoisy18k":
             fsd_root = fsd_root or os.environ.get("UCLSER_FSD_ROOT") or data_root() / "fsdnoisy18k" / "dataset"
             if not Path(fsd_root).is_dir():
                 raise FileNotFoundError(f"{fsd_root}: no FSDnoisy18k; run `python -m uclser_lib download fsdnoisy18k`")
         elif (Path(dataset).expanduser() / "meta" / "esc50.csv").is_file():
-            return folders.prepare_esc50(dataset, features_dir=features_dir, device=device, progress=progress)
+            return folders.prepare_esc50(
+                dataset, features_dir=features_dir, device=device, progress=progress, on_error=on_error
+            )
         elif (Path(dataset).expanduser() / "FSDnoisy18k.meta").is_dir():
             fsd_root = dataset
             features_dir = features_dir or folders.features_dir_of(Path(dataset).expanduser())
@@ -92,4 +106,4 @@ def prepare(
         )
         for split in ("train", "test")
     }
-    return Course(root, meta, sets["train"], sets["test"], name)
+    return Course(root, meta, sets["train"], sets["test"], name, features_dir)

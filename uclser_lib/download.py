@@ -219,8 +219,9 @@ def fetch(url: str, dest, checksum: str | None = None, algo: str = "md5", progre
                     bar.update(len(block))
         except OSError as err:
             if _no_space(err):
+                kept = part.stat().st_size if part.exists() else 0  # on disk, with the block cut short by the full disk
                 raise DownloadError(
-                    f"no space left on device while writing {part} from {url}; {got} bytes kept there, free some "
+                    f"no space left on device while writing {part} from {url}; {kept} bytes kept there, free some "
                     "space and rerun the same command to resume"
                 ) from None
             raise DownloadError(f"cannot write {part} (from {url}): {err}") from None
@@ -262,17 +263,42 @@ def unpack(archive, dest, must_have=(), progress: bool = True) -> Path:
     Everything is extracted into ``<dest parent>/.<dest name>.unpacking``, the folder holding ``must_have``
     (relative paths: the archive's top folder is looked through when there is one) is checked, then renamed to
     ``dest``. A truncated or corrupt archive, an unexpected layout or a full disk raises :class:`DownloadError`
-    naming the archive; the temporary folder is removed and ``dest`` is not created.
+    naming the archive and what to do (free some space and rerun; or delete the archive to download it again);
+    the temporary folder is removed, ``dest`` is not created, and neither is its parent folder left behind empty
+    when this call made it. The archive itself is left as it is.
     """
     archive, dest = Path(archive), Path(dest)
     tmp = dest.with_name(f".{dest.name}.unpacking")
+    made = _missing_parents(dest)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         _extract(archive, tmp, progress)
         return _place(archive, tmp, dest, must_have)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The parent folders of ``path`` that do not exist yet, deepest first."""
+    return [p for p in path.parents if not p.exists()]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) that are empty: what a failed unpack made and left with nothing in it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): kept
+            return
+
+
+#: What to do after an archive that passed its checksum failed to unpack (the archive is kept).
+_REDOWNLOAD = "; delete it and rerun the same command to download it again"
 
 
 def _extract(archive: Path, into: Path, progress: bool) -> None:
@@ -286,15 +312,20 @@ def _extract(archive: Path, into: Path, progress: bool) -> None:
             with tarfile.open(archive) as t:
                 t.extractall(into, filter="data")
         else:
-            raise DownloadError(f"{archive}: not a zip or tar archive (truncated or corrupt download?)")
+            raise DownloadError(f"{archive}: not a zip or tar archive (truncated or corrupt download?){_REDOWNLOAD}")
     except DownloadError:
         raise
     except OSError as err:
         if _no_space(err):
-            raise DownloadError(f"no space left on device while unpacking {archive} into {into.parent}") from None
-        raise DownloadError(f"{archive}: truncated or corrupt archive ({err})") from None
+            raise DownloadError(
+                f"no space left on device while unpacking {archive} into {into.parent}; free some space and rerun "
+                "the same command (the archive is kept: it is unpacked again, not downloaded again)"
+            ) from None
+        raise DownloadError(f"{archive}: truncated or corrupt archive ({err}){_REDOWNLOAD}") from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError) as err:
-        raise DownloadError(f"{archive}: truncated or corrupt archive ({type(err).__name__}: {err})") from None
+        raise DownloadError(
+            f"{archive}: truncated or corrupt archive ({type(err).__name__}: {err}){_REDOWNLOAD}"
+        ) from None
 
 
 def _place(archive: Path, tmp: Path, dest: Path, must_have) -> Path:
@@ -306,6 +337,11 @@ def _place(archive: Path, tmp: Path, dest: Path, must_have) -> Path:
     if missing:
         raise DownloadError(
             f"{archive}: unexpected layout, missing {missing} (found {sorted(p.name for p in root.iterdir())[:10]})"
+            + (
+                _REDOWNLOAD
+                if archive.is_file()
+                else "; delete its archives and rerun the same command to download them again"
+            )
         )
     if dest.exists():
         raise DownloadError(f"{dest} exists already; remove it to unpack {archive} again")
@@ -333,6 +369,7 @@ def download_dataset(
     archives = [
         fetch(mirror_url(r, url_base), downloads / r.filename, r.checksum, r.algo, progress) for r in REMOTES[name]
     ]
+    made = _missing_parents(dest)  # e.g. <root>/esc50/: not left behind empty by a failed unpack
     if len(archives) == 1:
         unpack(archives[0], dest, layout.must_have, progress)
     else:  # FSDnoisy18k: one zip per top folder, all into one temporary folder, renamed into place at the end
@@ -347,6 +384,10 @@ def download_dataset(
                     shutil.rmtree(tmp / a.stem)
                     os.replace(tmp / f"{a.stem}.inner", tmp / a.stem)
             _place(downloads, tmp, dest, layout.must_have)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_empty(made)
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if not keep_archives:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .data import ClipMeta, FeatureSet, PackedClips, extract_split, load_features
-from .features import DEFAULT_PARAMS
+from .features import DEFAULT_PARAMS, AudioError
 from .runtime import PAPER_SEED, data_root
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "ESC50_COLUMNS",
     "FolderError",
     "RealDataset",
+    "check_verified",
     "cross_validate",
     "features_dir_of",
     "prepare_esc50",
@@ -92,6 +93,22 @@ class RealDataset:
     folds: np.ndarray | None = None  # (N labelled,) fold of each clip (ESC-50), else None
     test_fold: int | None = None
     skipped: list[str] = field(default_factory=list)
+    features_dir: Path | None = None  # where its feature files are
+
+    def check(self) -> None:
+        """Refuse, as :meth:`splits` would, a dataset whose labelled clips cannot be split (a class with too few
+        readable clips), without making the splits: ``extract`` calls it, so the problem shows there and not only
+        in ``pretrain``. Raises :class:`FolderError` naming the folder, the class and its files."""
+        if self.labelled is not None:
+            _check_class_sizes(self.labelled, self.root, 3 if self.folds is None else 2)
+
+    def check_task(self, task: str) -> None:
+        """Refuse the noisy-label task when the pre-training clips are an unlabelled part (they have no labels)."""
+        if task == "noisy" and self.unlabelled is not None:
+            raise FolderError(
+                f"--task noisy: {self.root / 'unlabelled'}: the noisy-label task trains on the pre-training clips, "
+                "here the unlabelled part, which has no labels; use --task clean"
+            )
 
     @property
     def classes(self) -> list[str]:
@@ -308,7 +325,7 @@ def prepare_folder(path, features_dir=None, device=None, progress: bool = True, 
             classes or ["(unlabelled)"],
             fs.params,
         )
-    ds = RealDataset(root, f"folder:{root.name}", labelled, unlabelled, skipped=skipped)
+    ds = RealDataset(root, f"folder:{root.name}", labelled, unlabelled, skipped=skipped, features_dir=out_dir)
     if verbose:
         print(ds.summary())
     return ds
@@ -356,8 +373,16 @@ def read_esc50(root) -> tuple[list[ClipMeta], list[int], list[str]]:
     return clips, folds, classes
 
 
-def prepare_esc50(root=None, features_dir=None, device=None, progress: bool = True, verbose: bool = True):
-    """ESC-50 (downloaded by ``python -m uclser_lib download esc50``, or at ``root``) as a :class:`RealDataset`."""
+def prepare_esc50(
+    root=None, features_dir=None, device=None, progress: bool = True, verbose: bool = True, on_error: str = "raise"
+):
+    """ESC-50 (downloaded by ``python -m uclser_lib download esc50``, or at ``root``) as a :class:`RealDataset`.
+
+    ``on_error="raise"`` stops at the first unreadable clip (a :class:`FolderError` naming it; the clips extracted
+    before are kept for the resume): ESC-50 is a published benchmark, and a clip missing from it changes the
+    folds. ``"skip"`` (``extract --skip-unreadable``) leaves such clips out and lists them (``skipped``, summary);
+    later calls with either value use those features.
+    """
     root = Path(root or data_root() / "esc50" / "dataset").expanduser()
     if not root.is_dir():
         raise FolderError(f"{root}: ESC-50 is not there; run `python -m uclser_lib download esc50` first")
@@ -365,13 +390,49 @@ def prepare_esc50(root=None, features_dir=None, device=None, progress: bool = Tr
     out_dir = Path(features_dir or data_root() / "esc50" / "features")
     key = hashlib.sha1(json.dumps([c.fname for c in clips]).encode()).hexdigest()[:10]
     path = out_dir / f"esc50-{key}.h5"
-    extract_split(_FileList(root, {"esc50": clips}, classes), "esc50", path, device=device, progress=progress)
+    meta = _FileList(root, {"esc50": clips}, classes)
+    try:
+        with warnings.catch_warnings():
+            if on_error == "skip":
+                warnings.simplefilter("ignore")  # the skipped clips are listed in the summary instead
+            extract_split(meta, "esc50", path, device=device, on_error=on_error, progress=progress)
+    except AudioError as err:
+        raise FolderError(
+            f"{err}; the clips extracted so far are kept: download ESC-50 again, or rerun with "
+            "`extract --skip-unreadable` to leave unreadable clips out (listed)"
+        ) from None
+    with h5py.File(path, "r") as f:
+        skipped = json.loads(f.attrs.get("skipped", "[]"))
     fs = load_features(path)
     fold_of = {c.fname: f for c, f in zip(clips, folds)}
-    ds = RealDataset(root, "esc50", fs, folds=np.array([fold_of[f] for f in fs.fnames]))
+    ds = RealDataset(
+        root, "esc50", fs, folds=np.array([fold_of[f] for f in fs.fnames]), skipped=skipped, features_dir=out_dir
+    )
     if verbose:
         print(ds.summary())
     return ds
+
+
+def check_verified(train: FeatureSet, root, stacklevel: int = 2) -> bool:
+    """Check the ``manually_verified`` column of an FSDnoisy18k-layout dataset's train clips.
+
+    No verified clip: :class:`FolderError` naming train.csv (there is nothing to validate on). No unverified clip:
+    a warning saying what the splits are instead (:func:`splits_without_noisy`), and True. Otherwise False.
+    """
+    if not train.clean.any():
+        csv_path = Path(root) / "FSDnoisy18k.meta" / "train.csv"
+        raise FolderError(
+            f"{csv_path}: no manually verified clip (manually_verified is 0 for all {len(train)} readable train "
+            "clips); expected some rows with 1: they are the validation clips and the clean-label task's"
+        )
+    if train.clean.all():
+        warnings.warn(
+            f"{root}: train.csv lists no unverified (noisy) clip; pre-training uses the {int(train.clean.sum())} "
+            "clean train clips minus a 15 % validation split, and the noisy-label task is the clean-label task",
+            stacklevel=stacklevel + 1,
+        )
+        return True
+    return False
 
 
 def splits_without_noisy(train: FeatureSet, test: FeatureSet, root, seed: int = PAPER_SEED) -> dict[str, FeatureSet]:
@@ -379,15 +440,9 @@ def splits_without_noisy(train: FeatureSet, test: FeatureSet, root, seed: int = 
 
     There is no noisy subset: the clean train clips are split (seeded, stratified) into ``clean_train`` and
     ``clean_val``; ``pretrain`` is ``clean_train`` (labels unused) and ``val`` is ``clean_val``, so the "noisy"
-    task is the clean task. A warning says so.
+    task is the clean task. A warning says so. No verified clip at all: :class:`FolderError` naming train.csv.
     """
-    if not train.clean.any():
-        raise FolderError(f"{root}: train.csv has no manually verified clip: nothing to validate on")
-    warnings.warn(
-        f"{root}: train.csv lists no unverified (noisy) clip; pre-training uses the {int(train.clean.sum())} clean "
-        "train clips minus a 15 % validation split, and the noisy-label task is the clean-label task",
-        stacklevel=2,
-    )
+    check_verified(train, root, stacklevel=2)
     idx = np.flatnonzero(train.clean)
     val = _stratified(train, idx, VAL_FRACTION, np.random.default_rng(seed))
     tr = np.setdiff1d(idx, val)
