@@ -314,3 +314,23 @@ def test_noisy_task_on_a_folder_with_an_unlabelled_part_says_use_task_clean(tmp_
         "unlabelled part, which has no labels; use --task clean"
     )
     assert not (tmp_path / "m.json").exists()
+
+
+def test_a_folder_of_unlabelled_audio_only_pretrains_without_a_monitor(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("UCLSER_DATA", str(tmp_path / "data"))
+    for i in range(6):
+        tone(tmp_path / "only" / "unlabelled" / f"u{i}.wav", 200 + 50 * i, sr=16000, seed=i)
+    run = tmp_path / "run"
+    args = ["pretrain", "--data.dataset", str(tmp_path / "only"), "--arch", "vgglike", "--epochs", "1"]
+    assert main([*args, "--batch_size", "4", "--knn_every", "1", "--run_dir", str(run), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"{tmp_path / 'only'}: no class folders: pre-training on its unlabelled clips, without the kNN monitor" in out
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics) == 1 and not any("knn" in k for k in metrics[0])  # no labels: nothing to monitor
+    # evaluation needs labels: refused with the folder's name
+    evaluate = ["linear-eval", "--data.dataset", str(tmp_path / "only"), "--encoder", str(run / "checkpoint.pt")]
+    for task in ("noisy", "clean"):
+        assert main([*evaluate, "--task", task]) == 2
+        assert "only: no labelled clips (class folders); they are needed for" in capsys.readouterr().err

@@ -75,11 +75,16 @@ def pretrain_command(args, overrides: list[str]) -> int:
         raise ConfigError("--resume and --overwrite: choose one (continue the run, or replace it)")
     check_run_dir(run_dir, resume=args.resume, overwrite=False)  # refused now, not after the data is ready
     course = _dataset(data, args.device)
-    splits = course.splits(cfg.seed)
+    if getattr(course, "labelled", True) is None:  # a folder of unlabelled audio only: nothing to monitor with
+        print(f"{course.root}: no class folders: pre-training on its unlabelled clips, without the kNN monitor")
+        train_set, monitor = course.unlabelled, None
+    else:
+        splits = course.splits(cfg.seed)
+        train_set, monitor = splits["pretrain"], {"val": splits["val"], "test": splits["test"]}
     _, history = pretrain(
         cfg,
-        splits["pretrain"],
-        {"val": splits["val"], "test": splits["test"]},
+        train_set,
+        monitor,
         run_dir=run_dir,
         resume=args.resume,
         device=args.device,

@@ -103,7 +103,9 @@ class RealDataset:
             _check_class_sizes(self.labelled, self.root, 3 if self.folds is None else 2)
 
     def check_task(self, task: str) -> None:
-        """Refuse the noisy-label task when the pre-training clips are an unlabelled part (they have no labels)."""
+        """Refuse evaluation without labelled clips, and the noisy-label task when the pre-training clips are an
+        unlabelled part (they have no labels)."""
+        self._need_labels()
         if task == "noisy" and self.unlabelled is not None:
             raise FolderError(
                 f"--task noisy: {self.root / 'unlabelled'}: the noisy-label task trains on the pre-training clips, "
