@@ -408,7 +408,7 @@ def augmentation_panel(
         "clip": w.Dropdown(options=options, value=choices[0], description="clip"),
         "background": w.Dropdown(options=options, value=choices[1], description="background"),
         "seed": w.IntText(value=seed, description="seed", layout=w.Layout(width="180px")),
-        "draw": w.Button(description="new random draw", icon="refresh"),
+        "draw": w.Button(description="new random draw", icon="refresh", layout=w.Layout(width="auto")),
     }
     controls.update({name: _control_widget(c) for name, c in CONTROLS.items()})
     groups: dict[str, list] = {}
