@@ -312,3 +312,20 @@ def test_merge_keeps_pre_trained_rows_of_one_encoder_file_and_replaces_their_sel
     # only one seed rerun with the new file: the other seed's row still comes from the old one
     with pytest.raises(ValueError, match="different encoder files"):
         merge_results(base, dict(update, rows=update["rows"][:1]))
+
+
+def test_shipped_protocol_results_were_made_with_the_shipped_encoder_files():
+    """A results file under the protocol names the encoder file of its pre-trained rows: re-exporting an encoder
+    without rerunning its rows (``evaluate --inits pretrained --merge-into``) would leave a table about another file."""
+    from uclser_lib import pretrained
+    from uclser_lib.results import RESULTS_DIR
+
+    manifest = pretrained.read_manifest()
+    files = sorted((RESULTS_DIR / "v2").glob("results-course-*.json"))
+    shipped = [f for f in files if f.stem.removeprefix("results-") in manifest]
+    assert shipped, "no protocol results for a shipped encoder"
+    for path in shipped:
+        results = json.loads(path.read_text())
+        made_by = {r.get("encoder_sha256") for r in results["rows"] if r["init"] == "pretrained"}
+        assert made_by == {manifest[results["encoder"]]["sha256"]}, path
+        assert results["dataset"] == manifest[results["encoder"]]["dataset"], path
