@@ -114,6 +114,7 @@ def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict
         raise ValueError(f"{path}: weights do not fit a {blob['arch']} encoder: {err}") from None
     history = json.loads((folder / entry["metrics"]).read_text()) if "metrics" in entry else []
     info = dict(entry, mean=blob["mean"], std=blob["std"], classes=blob["classes"], history=history)
+    info["head_state"] = blob.get("head") or None  # the projection head's weights, where the export kept them
     return encoder.to(device).eval(), info
 
 
@@ -123,14 +124,13 @@ def load_head(name: str, folder=None, device="cpu") -> ProjectionHead:
     Raises ``ValueError`` when the file has no head (encoders exported before heads were shipped); the sha256 is
     checked as in :func:`load_pretrained`.
     """
-    encoder, info = load_pretrained(name, folder, device)
-    path = Path(folder or PRETRAINED_DIR) / info["file"]
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not blob.get("head"):
+    encoder, info = load_pretrained(name, folder, device)  # one read of the file, its sha256 checked there
+    if info["head_state"] is None:
+        path = Path(folder or PRETRAINED_DIR) / info["file"]
         raise ValueError(f"{path}: no projection head in this file (exported before heads were shipped)")
     cfg = info["config"]
     head = ProjectionHead(encoder.embedding_dim, cfg.get("proj_hidden", 512), cfg.get("proj_dim", 512))
-    head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["head"].items()})
+    head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in info["head_state"].items()})
     return head.to(device).eval()
 
 
