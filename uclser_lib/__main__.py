@@ -205,6 +205,7 @@ def evaluate_command(args, argv: list[str]) -> int:
     splits = course.splits()
     protocol = Protocol(
         epochs=args.epochs,
+        batch_size=args.batch_size,
         linear_lrs=tuple(args.linear_lrs),
         finetune_lrs=tuple(args.finetune_lrs),
         probe_epochs=tuple(args.probe_epochs),
@@ -391,6 +392,9 @@ def _main(argv: list[str]) -> int:
     )
     ev.add_argument(
         "--epochs", type=int, default=200, help="epochs of every supervised stage (lr drops at 40%% and 80%%)"
+    )
+    ev.add_argument(
+        "--batch-size", type=int, default=128, help="clips per SGD step of every supervised stage (the paper: 128)"
     )
     ev.add_argument(
         "--stages",
