@@ -21,7 +21,7 @@ fi
   for arch in resnet18 vgglike crnn; do tail -n 3 "runs/course-$arch.log"; done
   date -u +"%F %T pretrained"
   for arch in resnet18 vgglike crnn; do
-    timeout 200 python3 -m uclser_lib evaluate --encoder "course-$arch" --seeds 0 1 --epochs "$eval_epochs" \
+    timeout 200 python3 -m uclser_lib evaluate --encoder "course-$arch" --epochs "$eval_epochs" \
       --out "runs/results-course-$arch.json" > "runs/eval-$arch.log" 2>&1 &
   done
   wait

@@ -11,6 +11,7 @@ py=${2:-python3}
 preset=${3:-course}
 shift $(($# < 3 ? $# : 3))
 "$py" -m uclser_lib extract --preset "$preset"
+dataset=$("$py" -c "from uclser_lib.coursedata import DATASET_VERSION; print(f'course{DATASET_VERSION}_$preset')")
 mkdir -p runs
 milestones="[$((epochs * 65 / 100)), $((epochs * 85 / 100))]"
 for arch in resnet18 vgglike crnn; do  # the three share one GPU
@@ -19,5 +20,5 @@ for arch in resnet18 vgglike crnn; do  # the three share one GPU
 done
 wait
 for arch in resnet18 vgglike crnn; do
-  "$py" -m uclser_lib export --run-dir "runs/course-$arch" --name "course-$arch" --dataset "course_$preset"
+  "$py" -m uclser_lib export --run-dir "runs/course-$arch" --name "course-$arch" --dataset "$dataset"
 done
