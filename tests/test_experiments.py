@@ -321,11 +321,38 @@ def test_shipped_protocol_results_were_made_with_the_shipped_encoder_files():
     from uclser_lib.results import RESULTS_DIR
 
     manifest = pretrained.read_manifest()
-    files = sorted((RESULTS_DIR / "v2").glob("results-course-*.json"))
+    files = sorted((RESULTS_DIR / "v2").rglob("results-course-*.json"))  # every table: linear, CPU fine-tuning
     shipped = [f for f in files if f.stem.removeprefix("results-") in manifest]
-    assert shipped, "no protocol results for a shipped encoder"
+    assert len(shipped) >= 2, f"expected the linear and the fine-tuning tables of a shipped encoder, got {shipped}"
     for path in shipped:
         results = json.loads(path.read_text())
         made_by = {r.get("encoder_sha256") for r in results["rows"] if r["init"] == "pretrained"}
         assert made_by == {manifest[results["encoder"]]["sha256"]}, path
         assert results["dataset"] == manifest[results["encoder"]]["dataset"], path
+    for path in sorted((RESULTS_DIR / "v2").rglob("curves-course-*.json")):  # curves: the runs name the file
+        curves = json.loads(path.read_text())
+        assert {run["encoder_sha256"] for run in curves["runs"]} == {manifest[curves["encoder"]]["sha256"]}, path
+        assert curves["dataset"] == manifest[curves["encoder"]]["dataset"], path
+
+
+def test_readme_quotes_the_shipped_protocol_results_as_their_files_say():
+    """Each mean ± std and each gain interval of the shipped protocol tables appears in the README exactly as its
+    results file gives it: a number typed by hand, or left behind by a rerun, fails here."""
+    from uclser_lib import pretrained
+    from uclser_lib.results import RESULTS_DIR
+
+    readme = (RESULTS_DIR.parents[1] / "README.md").read_text().replace("\u2212", "-")  # the README's minus sign
+    manifest = pretrained.read_manifest()
+    files = [
+        f
+        for f in sorted((RESULTS_DIR / "v2").rglob("results-course-*.json"))
+        if f.stem.removeprefix("results-") in manifest
+    ]
+    assert files
+    for path in files:
+        results = json.loads(path.read_text())
+        for s in results["summary"]:
+            assert f"{s['mean']:.1f} ± {s['std']:.1f}" in readme, f"{path.name}: {s} not in the README"
+        for g in results["gains"]:
+            interval = f"[{g['gain_low']:+.1f}, {g['gain_high']:+.1f}]"
+            assert interval in readme, f"{path.name}: gain over {g['baseline']} {interval} not in the README"

@@ -49,3 +49,21 @@ def test_markdown_cells_are_prose_not_comment_lines(path):
                 f"{path.name} cell {i}: {len(headings)} of its {len(lines)} lines start with '#' "
                 f"(a wall of headings): {headings[:2]}"
             )
+
+
+def test_every_committed_lesson_figure_is_drawn_by_a_notebook():
+    """figures/NN_*.png are the notebooks' figures: each one a notebook saves is committed, and none is left over
+    from a figure a notebook no longer draws (it would show readers a result nothing remakes)."""
+    saved = {
+        name
+        for path in NOTEBOOKS
+        for name in re.findall(
+            r'save_figure\(fig, "(\w+)"\)',
+            "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"),
+        )
+    }
+    figures = NOTEBOOKS[0].parents[1] / "figures"
+    committed = {p.stem for p in figures.glob("[0-9][0-9]_*.png")}
+    assert saved, "no notebook saves a figure with plots.save_figure(fig, NAME)"
+    assert saved - committed == set(), f"figures the notebooks draw but figures/ lacks: {sorted(saved - committed)}"
+    assert committed - saved == set(), f"figures/ holds figures no notebook draws: {sorted(committed - saved)}"
