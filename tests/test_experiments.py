@@ -356,3 +356,11 @@ def test_readme_quotes_the_shipped_protocol_results_as_their_files_say():
         for g in results["gains"]:
             interval = f"[{g['gain_low']:+.1f}, {g['gain_high']:+.1f}]"
             assert interval in readme, f"{path.name}: gain over {g['baseline']} {interval} not in the README"
+    for path in sorted((RESULTS_DIR / "v2").rglob("curves-course-*.json")):  # the label curves' table
+        curves = json.loads(path.read_text())
+        for name, key in (("label_efficiency", "fraction"), ("label_noise", "wrong_rate")):
+            for s in curves[name]["summary"]:
+                assert f"{s['mean']:.1f} ± {s['std']:.1f}" in readme, f"{path.name}: {s} not in the README"
+            for g in gains(curves[name]["rows"], "random_bn", keys=(key,)):
+                interval = f"[{g['gain_low']:+.1f}, {g['gain_high']:+.1f}]"
+                assert interval in readme, f"{path.name}: {name} {g[key]}: gain {interval} not in the README"
