@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from .runtime import describe_machine, pick_device, write_atomic
@@ -200,8 +201,8 @@ def evaluate_command(args, argv: list[str]) -> int:
             ) from err
 
     encoder, info = load_pretrained(args.encoder, device="cpu")
-    preset = info["dataset"].removeprefix("course_") if info["dataset"].startswith("course_") else None
-    course = prepare(preset, device=args.device)
+    made_on = re.fullmatch(r"course\d*_(\w+)", info["dataset"])  # course_<preset> (v1), course2_<preset> (v2)
+    course = prepare(made_on.group(1) if made_on else None, device=args.device)
     splits = course.splits()
     protocol = Protocol(
         epochs=args.epochs,

@@ -270,7 +270,7 @@ def downstream_curves(histories: dict[str, list[dict]], title: str = ""):
         epochs = [h["epoch"] for h in history]
         a.plot(epochs, [h["loss"] for h in history], color=color, label=name)
         b.plot(epochs, [h["val_balanced"] for h in history], color=color, ls="--", label=f"{name}: val")
-        scored = [h for h in history if "test_balanced" in h]  # every epoch, or the selected one (test_every_epoch False)
+        scored = [h for h in history if "test_balanced" in h]  # every epoch, or the selected one only
         b.plot([h["epoch"] for h in scored], [h["test_balanced"] for h in scored], color=color, label=f"{name}: test")
         best = max(history, key=lambda h: h["val_balanced"])  # the first best epoch, as the selection keeps it
         b.plot(best["epoch"], best["test_balanced"], "o", color=color, ms=6, mfc="none")
