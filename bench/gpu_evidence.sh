@@ -28,7 +28,7 @@ fi
   date -u +"%F %T extracted $dataset"
   milestones="[$((epochs * 65 / 100)), $((epochs * 85 / 100))]"
   for arch in $archs; do  # the encoders share one GPU
-    timeout 270 python3 -m uclser_lib pretrain --config pretrain.yaml --data.preset "$preset" --arch "$arch" \
+    timeout 200 python3 -m uclser_lib pretrain --config pretrain.yaml --data.preset "$preset" --arch "$arch" \
       --epochs "$epochs" --milestones "$milestones" --knn_k 10 --run_dir "runs/gpu/course-$arch" \
       > "runs/gpu/pretrain-$arch.log" 2>&1 &
   done
@@ -41,12 +41,12 @@ fi
   date -u +"%F %T pre-trained"
   for arch in $archs; do
     (
-      timeout 150 python3 -m uclser_lib evaluate --encoder "course-$arch" --stages linear:noisy --epochs 100 \
+      timeout 120 python3 -m uclser_lib evaluate --encoder "course-$arch" --stages linear:noisy --epochs 100 \
         --released released:vgglike --out "runs/gpu/v2/results-course-$arch.json"
-      timeout 120 python3 -m uclser_lib evaluate --encoder "course-$arch" --stages finetune:clean --epochs 30 \
+      timeout 100 python3 -m uclser_lib evaluate --encoder "course-$arch" --stages finetune:clean --epochs 30 \
         --batch-size 32 --finetune-lrs 0.003 0.01 0.03 --probe-epochs 0 \
         --out "runs/gpu/v2/cpu-finetune/results-course-$arch.json"
-      timeout 100 python3 -m uclser_lib evaluate --encoder "course-$arch" --stages --label-efficiency \
+      timeout 90 python3 -m uclser_lib evaluate --encoder "course-$arch" --stages --label-efficiency \
         --label-noise 0 0.2 0.4 0.6 --curve-stage linear --out "runs/gpu/v2/curves-course-$arch.json"
     ) > "runs/gpu/eval-$arch.log" 2>&1 &
   done
