@@ -2,9 +2,12 @@
 # One GPU session that re-makes encoders on the current course dataset (v2) and their evidence (README "Results"):
 # pre-train each ARCH (the paper's recipe, EPOCHS epochs, lr drops at 65 % and 85 %, kNN monitor K = 10), export it
 # into pretrained/, then its protocol tables: linear evaluation against every baseline and the authors' encoder
-# (100 epochs), fine-tuning on the few clean labels against training from scratch (the CPU recipe of
-# pretrained/results/v2/cpu-finetune: 30 epochs at batch 32, lr from {0.003, 0.01, 0.03}, no probe), and the
-# linear-probe label curves (200 epochs), 3 seeds each.
+# (100 epochs), fine-tuning on the few clean labels against training from scratch (the short recipe of
+# pretrained/results/v2/short-finetune, which fits a CPU: 30 epochs at batch 32, lr from {0.003, 0.01, 0.03}, no
+# probe), and the linear-probe label curves (200 epochs), 3 seeds each. On 2026-11-30 (log in
+# bench/gpu-evidence-2026-11-30/) everything but the curves ran in 7.5 minutes; the curves need more than the
+# CURVES_TIMEOUT seconds left to them (default 90, which keeps one call under 10 minutes): set it higher in a
+# session with more device time.
 # Usage: bash bench/gpu_evidence.sh [OUT_DIR] ["vgglike crnn"] [EPOCHS]
 #   The authors' encoders are read from UCLSER_CACHE (default .zoo: VGG_best.pth, as `download released-encoders`
 #   leaves it); soundfile and soxr wheels from .whl where the machine lacks them (bench/RESULTS.md says how).
@@ -14,7 +17,7 @@ out=${1:-${OUT:-bench/out}}
 preset=${PRESET:-course}  # PRESET=tiny: a dry run of the whole script in seconds
 archs=${2:-"vgglike crnn"}
 epochs=${3:-200}
-mkdir -p "$out" runs/gpu/v2/cpu-finetune
+mkdir -p "$out" runs/gpu/v2/short-finetune
 export PYTHONUNBUFFERED=1 PYTHONPATH=. UCLSER_DATA=${UCLSER_DATA:-/tmp/uclser-data} UCLSER_CACHE=${UCLSER_CACHE:-$PWD/.zoo}
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -45,8 +48,8 @@ fi
         --released released:vgglike --out "runs/gpu/v2/results-course-$arch.json"
       timeout 100 python3 -m uclser_lib evaluate --encoder "course-$arch" --stages finetune:clean --epochs 30 \
         --batch-size 32 --finetune-lrs 0.003 0.01 0.03 --probe-epochs 0 \
-        --out "runs/gpu/v2/cpu-finetune/results-course-$arch.json"
-      timeout 90 python3 -m uclser_lib evaluate --encoder "course-$arch" --stages --label-efficiency \
+        --out "runs/gpu/v2/short-finetune/results-course-$arch.json"
+      timeout "${CURVES_TIMEOUT:-90}" python3 -m uclser_lib evaluate --encoder "course-$arch" --stages --label-efficiency \
         --label-noise 0 0.2 0.4 0.6 --curve-stage linear --out "runs/gpu/v2/curves-course-$arch.json"
     ) > "runs/gpu/eval-$arch.log" 2>&1 &
   done
