@@ -26,21 +26,8 @@ fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   date -u +"%F %T start"
-  python3 -m uclser_lib extract --preset "$preset"
-  dataset=$(python3 -c "from uclser_lib.coursedata import DATASET_VERSION; print(f'course{DATASET_VERSION}_$preset')")
-  date -u +"%F %T extracted $dataset"
-  milestones="[$((epochs * 65 / 100)), $((epochs * 85 / 100))]"
-  for arch in $archs; do  # the encoders share one GPU
-    timeout 200 python3 -m uclser_lib pretrain --config pretrain.yaml --data.preset "$preset" --arch "$arch" \
-      --epochs "$epochs" --milestones "$milestones" --knn_k 10 --run_dir "runs/gpu/course-$arch" \
-      > "runs/gpu/pretrain-$arch.log" 2>&1 &
-  done
-  wait
-  for arch in $archs; do
-    tail -n 2 "runs/gpu/pretrain-$arch.log"
-    python3 -m uclser_lib export --run-dir "runs/gpu/course-$arch" --name "course-$arch" --dataset "$dataset" \
-      --made-on "one NVIDIA H200, bf16, $(date -u +%F)"
-  done
+  ARCHS="$archs" MADE_ON="one NVIDIA H200, bf16, $(date -u +%F)" timeout 300 \
+    bash pretrained/make_pretrained.sh "$epochs" python3 "$preset"  # extract, pre-train, export
   date -u +"%F %T pre-trained"
   for arch in $archs; do
     (
@@ -57,6 +44,6 @@ fi
   for arch in $archs; do grep -E "test balanced|gain|error" "runs/gpu/eval-$arch.log" | tail -n 12; done
   date -u +"%F %T done"
 } 2>&1 | tee "$out/log.txt"
-tar czf "$out/bundle.tar.gz" --exclude "*.pt" pretrained/manifest.json pretrained/*.metrics.json runs/gpu 2>/dev/null
+tar czf "$out/bundle.tar.gz" --exclude "*.pt" pretrained/manifest.json pretrained/*.metrics.json runs/gpu runs/course-*.log 2>/dev/null
 for arch in $archs; do cp "pretrained/course-$arch.pt" "$out/" 2>/dev/null; done
 ls -la "$out"

@@ -11,14 +11,17 @@ py=${2:-python3}
 preset=${3:-course}
 shift $(($# < 3 ? $# : 3))
 "$py" -m uclser_lib extract --preset "$preset"
-dataset=$("$py" -c "from uclser_lib.coursedata import DATASET_VERSION; print(f'course{DATASET_VERSION}_$preset')")
+dataset=$("$py" -c "from uclser_lib.datasets import course_dataset_name; print(course_dataset_name('$preset'))")
+archs=${ARCHS:-resnet18 vgglike crnn}  # ARCHS="vgglike crnn": some of them only
 mkdir -p runs
 milestones="[$((epochs * 65 / 100)), $((epochs * 85 / 100))]"
-for arch in resnet18 vgglike crnn; do  # the three share one GPU
+for arch in $archs; do  # they share one GPU
   "$py" -m uclser_lib pretrain --config pretrain.yaml --data.preset "$preset" --arch "$arch" --epochs "$epochs" \
     --milestones "$milestones" --knn_k 10 --run_dir "runs/course-$arch" "$@" > "runs/course-$arch.log" 2>&1 &
 done
 wait
-for arch in resnet18 vgglike crnn; do
-  "$py" -m uclser_lib export --run-dir "runs/course-$arch" --name "course-$arch" --dataset "$dataset"
+for arch in $archs; do  # MADE_ON: how they were made, in words, for the manifest
+  tail -n 2 "runs/course-$arch.log"
+  "$py" -m uclser_lib export --run-dir "runs/course-$arch" --name "course-$arch" --dataset "$dataset" \
+    ${MADE_ON:+--made-on "$MADE_ON"}
 done

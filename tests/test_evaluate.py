@@ -179,3 +179,15 @@ def test_clip_metrics():
     np.testing.assert_allclose(m["per_class"], [100.0, 0.0, np.nan, 100.0])
     assert m["balanced"] == pytest.approx(balanced_accuracy(y, probs.argmax(1)))
     assert m["confusion"].sum() == 4 and m["confusion"][1, 3] == 1 and m["confusion"][1, 0] == 1
+
+
+def test_course_dataset_names_and_their_presets():
+    """``evaluate`` prepares the preset an encoder was pre-trained on, from its dataset name of either version."""
+    from uclser_lib.coursedata import DATASET_VERSION
+    from uclser_lib.datasets import course_dataset_name, course_preset_of
+
+    assert course_dataset_name("tiny") == f"course{DATASET_VERSION}_tiny"
+    assert course_preset_of(course_dataset_name("course")) == "course"
+    assert course_preset_of("course_tiny") == "tiny"  # a dataset-v1 name
+    assert course_preset_of("esc50") is None and course_preset_of("fsdnoisy18k") is None
+    assert course_preset_of("my_course2_tiny") is None  # a folder's name that merely contains one

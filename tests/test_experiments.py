@@ -314,6 +314,14 @@ def test_merge_keeps_pre_trained_rows_of_one_encoder_file_and_replaces_their_sel
         merge_results(base, dict(update, rows=update["rows"][:1]))
 
 
+def _shipped_v2_tables(manifest: dict) -> list:
+    """The shipped protocol tables (``pretrained/results/v2/**/results-course-*.json``) of encoders in the manifest."""
+    from uclser_lib.results import RESULTS_DIR
+
+    files = sorted((RESULTS_DIR / "v2").rglob("results-course-*.json"))
+    return [f for f in files if f.stem.removeprefix("results-") in manifest]
+
+
 def test_shipped_protocol_results_were_made_with_the_shipped_encoder_files():
     """A results file under the protocol names the encoder file of its pre-trained rows: re-exporting an encoder
     without rerunning its rows (``evaluate --inits pretrained --merge-into``) would leave a table about another file."""
@@ -321,8 +329,7 @@ def test_shipped_protocol_results_were_made_with_the_shipped_encoder_files():
     from uclser_lib.results import RESULTS_DIR
 
     manifest = pretrained.read_manifest()
-    files = sorted((RESULTS_DIR / "v2").rglob("results-course-*.json"))  # every table: linear, CPU fine-tuning
-    shipped = [f for f in files if f.stem.removeprefix("results-") in manifest]
+    shipped = _shipped_v2_tables(manifest)  # every table: linear, short fine-tuning
     assert len(shipped) >= 2, f"expected the linear and the fine-tuning tables of a shipped encoder, got {shipped}"
     for path in shipped:
         results = json.loads(path.read_text())
@@ -342,12 +349,7 @@ def test_readme_quotes_the_shipped_protocol_results_as_their_files_say():
     from uclser_lib.results import RESULTS_DIR
 
     readme = (RESULTS_DIR.parents[1] / "README.md").read_text().replace("\u2212", "-")  # the README's minus sign
-    manifest = pretrained.read_manifest()
-    files = [
-        f
-        for f in sorted((RESULTS_DIR / "v2").rglob("results-course-*.json"))
-        if f.stem.removeprefix("results-") in manifest
-    ]
+    files = _shipped_v2_tables(pretrained.read_manifest())
     assert files
     for path in files:
         results = json.loads(path.read_text())

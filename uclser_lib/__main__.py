@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 from .runtime import describe_machine, pick_device, write_atomic
@@ -186,7 +185,7 @@ def evaluate_command(args, argv: list[str]) -> int:
     from pathlib import Path
 
     from .config import ConfigError
-    from .datasets import prepare
+    from .datasets import course_preset_of, prepare
     from .downstream import FinetuneConfig, LinearEvalConfig
     from .experiments import Protocol, compare, label_efficiency
     from .pretrained import load_encoder, load_pretrained
@@ -201,8 +200,7 @@ def evaluate_command(args, argv: list[str]) -> int:
             ) from err
 
     encoder, info = load_pretrained(args.encoder, device="cpu")
-    made_on = re.fullmatch(r"course\d*_(\w+)", info["dataset"])  # course_<preset> (v1), course2_<preset> (v2)
-    course = prepare(made_on.group(1) if made_on else None, device=args.device)
+    course = prepare(course_preset_of(info["dataset"]), device=args.device)
     splits = course.splits()
     protocol = Protocol(
         epochs=args.epochs,

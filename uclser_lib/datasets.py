@@ -7,6 +7,7 @@ disk (``UCLSER_FSD_ROOT``), with the features of both splits extracted (resumabl
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,19 @@ from .coursedata import DATASET_VERSION, generate
 from .data import DatasetMeta, FeatureSet, extract_split, load_features, paper_splits, read_meta
 from .runtime import PAPER_SEED, data_root, smoke_mode
 
-__all__ = ["Course", "prepare"]
+__all__ = ["Course", "course_dataset_name", "course_preset_of", "prepare"]
+
+
+def course_dataset_name(preset: str) -> str:
+    """The name (and data folder) of the course dataset's ``preset`` at this generator version: 'course2_course'."""
+    return f"course{DATASET_VERSION}_{preset}"
+
+
+def course_preset_of(name: str) -> str | None:
+    """The preset of a course dataset's name, of any version ('course_tiny' -> 'tiny', 'course2_course' ->
+    'course'); None for any other dataset name."""
+    match = re.fullmatch(r"course\d*_(\w+)", name)
+    return match.group(1) if match else None
 
 
 @dataclass
@@ -94,7 +107,7 @@ def prepare(
         features_dir = Path(features_dir or data_root() / name / "features")
     else:
         preset = preset or ("tiny" if smoke_mode() else "course")
-        name = f"course{DATASET_VERSION}_{preset}"
+        name = course_dataset_name(preset)
         root = generate(data_root() / name, preset=preset, progress=progress)
         features_dir = Path(features_dir or root / "features")
     meta = read_meta(root)
