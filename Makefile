@@ -25,7 +25,7 @@ BROWSER_SITE := $(if $(and $(UCLSER_CHROMIUM),$(UCLSER_CHROMEDRIVER)),site-smoke
 LIBRARY := $(wildcard uclser_lib/*.py uclser_lib/*/*.py)
 SMOKE_RUNS := $(patsubst notebooks/%,build/smoke/%,$(NOTEBOOKS))
 
-.PHONY: install install-cpu lock course test lint format lab bench clean site site-smoke site-vendor screenshots
+.PHONY: install install-cpu lock course time-course test test-fast lint format lab bench clean site site-smoke site-vendor screenshots
 
 $(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ course: $(ENV_READY)
 	    --ExecutePreprocessor.timeout=-1 || exit 1; \
 	done
 
+# `make course` timed: extract, then every notebook in full mode, each step's wall and CPU seconds, with an empty
+# embedding cache as in a fresh clone; prints the table and writes it into bench/RESULTS.md (its timing section)
+time-course: $(ENV_READY)
+	$(PY) bench/time_notebooks.py --extract
+
 # ruff: lint (pyflakes, pycodestyle, import order, bugbear) and formatting, of .py files and notebooks
 lint: $(ENV_READY)
 	$(VENV)/bin/ruff check .
@@ -86,6 +91,11 @@ NBVAL_NOTEBOOKS = $(if $(filter 1,$(NBVAL)),$(NOTEBOOKS),$(if $(BROWSER_SITE),,$
 test: lint $(BROWSER_SITE)
 	UCLSER_SMOKE=1 UCLSER_SITE_DIR=build/site-smoke/html $(if $(BROWSER_SITE),UCLSER_SMOKE_RUNS=build/smoke) \
 	  $(PY) -m pytest tests $(NBVAL_NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
+
+# the fast lane while changing a module: the tests not marked slow (no lint, no notebook runs, no end-to-end
+# command line, subprocesses, browser or install), in smoke mode; `make test` stays the full suite
+test-fast: $(ENV_READY)
+	UCLSER_SMOKE=1 UCLSER_SITE_DIR=build/site-smoke/html $(PY) -m pytest tests -m "not slow" -p no:cacheprovider
 
 # the course's website (Sphinx + MyST-NB, offline), from the executed notebooks of `make course` -> build/site/html
 site: $(ENV_READY)

@@ -1,3 +1,4 @@
+import atexit
 import os
 import shutil
 import tempfile
@@ -8,8 +9,10 @@ import pytest
 
 os.environ.setdefault("UCLSER_SMOKE", "1")
 
-from uclser_lib.download import RELEASED_FILES  # noqa: E402
-from uclser_lib.runtime import REPO_ROOT  # noqa: E402
+from uclser_lib.download import RELEASED_FILES
+from uclser_lib.runtime import checkout_root
+
+REPO_ROOT = checkout_root()  # the tests run from the course's checkout
 
 
 def shared_dir() -> Path | None:
@@ -33,6 +36,11 @@ def _released_cache() -> None:
 
 
 _released_cache()
+# linear evaluation's disk cache of embeddings (embed.cached_eval_patches): a fresh folder per test session
+# (inherited by the notebooks' kernels), so no test reads what an earlier session left in the checkout's cache/
+if "UCLSER_EMBED_CACHE" not in os.environ:
+    os.environ["UCLSER_EMBED_CACHE"] = tempfile.mkdtemp(prefix="uclser-embeddings-")
+    atexit.register(shutil.rmtree, os.environ["UCLSER_EMBED_CACHE"], True)  # removed when the session ends
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from uclser_lib import analysis, embed, released, results
+from uclser_lib import analysis, embed, released, results, widgets
 from uclser_lib.data import PackedClips, feature_stats
 from uclser_lib.results import summarise
 
@@ -209,3 +209,172 @@ def test_markdown_table():
     assert text.splitlines() == ["| model | acc (%) | n |", "|---|---|---|", "| a | 61.2 | 2 |", "| b | 5.0 | 1 |"]
     with pytest.raises(ValueError, match="cells"):
         results.markdown_table(["a", "b"], [[1]])
+
+
+def _floor_clips():
+    """Three log10 mel clips (T, 96) with distinct noise floors and a few loud events."""
+    rng = np.random.default_rng(0)
+    out = []
+    for length in (160, 130, 101):
+        floor = rng.uniform(-7, -5, 96)
+        x = floor + 0.05 * rng.standard_normal((length, 96))
+        for start in rng.integers(0, length - 10, 4):
+            x[start : start + 8, rng.integers(0, 80) :][:, :16] += rng.uniform(3, 5)
+        out.append(x.astype(np.float32))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Mix-back and the background shortcut
+
+
+def test_mix_back_blurs_the_noise_floor_shortcut():
+    clips = _floor_clips()
+    only = {name: False for name, c in widgets.CONTROLS.items() if c.kind == "toggle"}
+    packed = PackedClips.from_list(clips * 2)
+    plain = analysis.pair_gaps(packed, widgets.config_from_controls(only), seed=1)
+    mixed = analysis.pair_gaps(
+        packed, widgets.config_from_controls({**only, "mix_back": True, "mix_alpha": 0.5}), seed=1
+    )
+    assert plain["positive"].shape == plain["negative"].shape == (6,)
+    # clip i - 1 is a copy of clip i + 2, and of the other two clips: the floors tell clips apart
+    assert plain["positive"].max() < 0.2 < plain["negative"].min()
+    assert mixed["positive"].mean() > 2 * plain["positive"].mean()
+    with pytest.raises(ValueError, match="3 clips"):
+        analysis.pair_gaps(PackedClips.from_list(clips[:2]), widgets.config_from_controls(only), seed=1)
+    with pytest.raises(ValueError, match="AugmentConfig"):
+        analysis.pair_gaps(packed, only, seed=1)
+    with pytest.raises(ValueError, match="q"):
+        analysis.band_quantile(torch.zeros(2, 101, 96), 1.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The measurements notebooks 01-03 add to explain the recipe
+
+
+def test_pair_auc():
+    assert analysis.pair_auc([0.1, 0.2], [0.3, 0.4]) == 1.0
+    assert analysis.pair_auc([0.3, 0.4], [0.1, 0.2]) == 0.0
+    assert analysis.pair_auc([1.0], [1.0]) == 0.5  # ties count half
+    with pytest.raises(ValueError):
+        analysis.pair_auc([], [1.0])
+
+
+def test_positive_ranks():
+    z1 = torch.eye(4)
+    assert analysis.positive_ranks(z1, z1).tolist() == [1] * 8  # each view's twin is identical: rank 1
+    ranks = analysis.positive_ranks(z1, z1.roll(1, 0))  # every positive orthogonal to its anchor, one negative equal
+    assert ranks.min() >= 2 and ranks.max() <= 7
+    z = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    r = analysis.positive_ranks(z[:32], z[32:])
+    assert r.shape == (64,) and 1 <= r.min() and r.max() <= 63 and 20 < r.float().mean() < 44  # random: about N
+    with pytest.raises(ValueError):
+        analysis.positive_ranks(torch.ones(3, 2), torch.ones(2, 2))
+
+
+def test_hardest_negative_share_grows_as_the_temperature_falls():
+    g = torch.Generator().manual_seed(1)
+    z1 = torch.randn(8, 16, generator=g)
+    z2 = z1 + 0.3 * torch.randn(8, 16, generator=g)
+    w = [analysis.hardest_negative_share(z1, z2, t).mean().item() for t in (0.01, 0.2, 1.0)]
+    assert 1 >= w[0] > w[1] > w[2] > 1 / 14
+    # at a huge temperature every negative weighs the same: 1 / (2N - 2)
+    assert analysis.hardest_negative_share(z1, z2, 1e6).mean().item() == pytest.approx(1 / 14, rel=1e-3)
+    with pytest.raises(ValueError):
+        analysis.hardest_negative_share(z1, z2, 0.0)
+
+
+# ---------------------------------------------------------------- what a representation keeps: the ridge probe
+
+
+def _linear_data(n, d, noise, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, (n, d)) * rng.uniform(0.1, 10.0, d) + rng.normal(0.0, 5.0, d)  # unequal scales
+    w = rng.normal(0.0, 1.0, d)
+    return x, x @ w + 3.0 + noise * rng.normal(0.0, 1.0, n)
+
+
+def test_ridge_probe_recovers_a_known_linear_relation():
+    x, y = _linear_data(600, 8, 1e-3, 0)
+    out = analysis.ridge_probe(x[:400], y[:400], x[400:500], y[400:500], x[500:], y[500:])
+    assert out["test_r2"] > 0.9999 and out["val_r2"] > 0.9999
+    assert out["penalty"] == min(analysis.RIDGE_PENALTIES)  # no noise: the least penalty wins on val
+    assert out["test_pred"].shape == (100,)
+
+
+def test_ridge_probe_chooses_the_penalty_on_validation_only():
+    """Few rows, many features of which two matter, noisy target: a penalty well above the least must win on val
+    (the least overfits: R^2 below 0 there); a test target of pure noise changes nothing that was chosen (the
+    penalty, the val R^2), only the test R^2."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 40))
+    y = x[:, 0] + x[:, 1] + rng.normal(size=300)
+    a = analysis.ridge_probe(x[:50], y[:50], x[50:175], y[50:175], x[175:], y[175:])
+    b = analysis.ridge_probe(x[:50], y[:50], x[50:175], y[50:175], x[175:], rng.normal(size=125))
+    assert a["penalty"] > 1.0 and a["val_r2"] == max(a["val_curve"])
+    assert a["val_curve"][0] < 0 < a["val_r2"] - 0.2
+    assert (a["penalty"], a["val_r2"]) == (b["penalty"], b["val_r2"])
+    assert a["test_r2"] > 0.2 and b["test_r2"] < 0.05
+
+
+def test_ridge_probe_on_a_feature_without_information_scores_near_zero():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(0.0, 1.0, (900, 20)), rng.uniform(0.75, 1.0, 900)
+    out = analysis.ridge_probe(x[:600], y[:600], x[600:750], y[600:750], x[750:], y[750:])
+    assert abs(out["test_r2"]) < 0.1
+
+
+def test_r2_score_matches_sklearn():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(3)
+    y, pred = rng.normal(size=50), rng.normal(size=50)
+    assert analysis.r2_score(y, pred) == pytest.approx(r2_score(y, pred), rel=1e-12)
+    assert analysis.r2_score(y, y) == 1.0
+    with pytest.raises(ValueError):
+        analysis.r2_score(np.ones(5), np.ones(5))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(x_val=np.zeros((10, 3))),  # wrong width
+        dict(y_test=np.zeros(3)),  # wrong length
+        dict(x_train=np.full((20, 4), np.nan)),
+        dict(penalties=[0.0, 1.0]),
+    ],
+)
+def test_ridge_probe_rejects_bad_input(bad):
+    x, y = _linear_data(60, 4, 0.1, 4)
+    args = dict(x_train=x[:20], y_train=y[:20], x_val=x[20:40], y_val=y[20:40], x_test=x[40:], y_test=y[40:])
+    with pytest.raises(ValueError):
+        analysis.ridge_probe(**(args | bad))
+
+
+def test_group_split_keeps_each_group_in_one_split():
+    groups = np.repeat(np.arange(50), 3)
+    parts = analysis.group_split(groups, seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(150))
+    sets = [set(groups[p].tolist()) for p in parts]
+    assert [len(s) for s in sets] == [30, 10, 10] and not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert all(np.array_equal(a, b) for a, b in zip(parts, analysis.group_split(groups, seed=0)))
+    assert not np.array_equal(parts[2], analysis.group_split(groups, seed=1)[2])
+    with pytest.raises(ValueError):
+        analysis.group_split([0, 0, 1], seed=0)
+
+
+def test_projected_encoder_is_the_head_on_the_embedding():
+    from uclser_lib import models
+    from uclser_lib.downstream import LinearProbe
+
+    torch.manual_seed(0)
+    encoder, head = models.build_encoder("crnn"), models.ProjectionHead(64, 32, 16)
+    both = analysis.ProjectedEncoder(encoder, head).train()
+    assert not encoder.training and not head.training and both.embedding_dim == 16
+    x = torch.randn(3, 1, 101, 96)
+    with torch.no_grad():
+        assert torch.allclose(both.embed(x), head(encoder.embed(x)))
+        assert torch.allclose(both.embed(x).norm(dim=1), torch.ones(3))
+    assert LinearProbe(both, torch.nn.Linear(16, 4)).embedding_dim == 16  # linear_eval's probe accepts it
+    with pytest.raises(ValueError):
+        analysis.ProjectedEncoder(encoder, models.ProjectionHead(512))

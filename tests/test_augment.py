@@ -383,7 +383,7 @@ def test_view_builder_shapes_backgrounds_and_lambda():
     record = {}
     builder.build(idx, gen(), record=record)
     B = len(idx)
-    clip_of = lambda patches: torch.round(patches[:, :, 0].mean(1) * 10).long()  # noqa: E731
+    clip_of = lambda patches: torch.round(patches[:, :, 0].mean(1) * 10).long()
     assert torch.equal(clip_of(record["view"]), torch.cat([idx, idx]))
     same = (record["view"][:B] == record["view"][B:]).flatten(1).all(1)
     assert same[idx == 0].all() and same[idx == 4].float().mean() < 0.05  # independent starts (101 frames: itself)

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the benchmark suite end to end, in a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -38,6 +38,8 @@ N_SLIDERS = sum(c.kind in ("float", "int", "range") for c in CONTROLS.values())
 N_CHECKBOXES = sum(c.kind == "toggle" for c in CONTROLS.values())
 WIDGET_ERROR = "Error displaying widget"
 
+pytestmark = pytest.mark.slow  # a browser, JupyterLab, the website, the notebooks' smoke runs
+
 # JupyterLab's settings for the test: every cell kept in the page (no windowing), no news or update checks
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},

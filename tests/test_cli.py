@@ -1,16 +1,22 @@
-"""The command line: YAML configs with overrides, clear config errors, pre-training and export end to end.
+"""The command line: YAML configs with overrides, clear config errors, pre-training and export end to end, and the
+one error path of every subcommand (one ``error:`` line and exit code 2, or the traceback with ``--debug``).
 
 End-to-end runs use the tiny course data.
 """
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from uclser_lib import pretrained, runtime
-from uclser_lib.__main__ import main
+from uclser_lib.cli import main
 from uclser_lib.config import ConfigError, build, parse_overrides
 from uclser_lib.experiments import STAGE_INITS
 from uclser_lib.train import PretrainConfig
@@ -53,6 +59,7 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert "unknown key(s) ['batch_sise']" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end: pre-training and evaluation runs
 def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "pretrained")
     run = tmp_path / "run"
@@ -226,6 +233,7 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
         pretrained.load_pretrained("nope")
 
 
+@pytest.mark.slow  # end to end: pre-training and evaluation runs
 @pytest.mark.parametrize(
     "command, extra",
     [
@@ -271,3 +279,57 @@ def test_downstream_config_errors(capsys):
     assert "config.task: expected one of ['clean', 'noisy']" in capsys.readouterr().err
     assert main(["finetune", "--data.preset", "tiny", "--lr", "fast"]) == 2
     assert "config.lr: expected float" in capsys.readouterr().err
+
+
+def bad_inputs(tmp_path) -> dict[str, list[str]]:
+    """For each subcommand, arguments it refuses at once (a missing file, folder or name; an unreachable mirror)."""
+    return {
+        "extract": ["extract", "--dataset", str(tmp_path / "missing")],
+        "pretrain": ["pretrain", "--config", str(tmp_path / "none.yaml")],
+        "export": ["export", "--run-dir", str(tmp_path), "--name", "x", "--dataset", "d"],
+        "linear-eval": ["linear-eval", "--encoder", "nope"],
+        "finetune": ["finetune", "--encoder", "random:nope"],
+        "evaluate": ["evaluate", "--encoder", "nope"],
+        "download": ["download", "esc50", "--root", str(tmp_path / "data"), "--url-base", "http://127.0.0.1:9/m"],
+        "crossval": ["crossval", "--dataset", "esc50", "--encoder", "random:nope"],
+    }
+
+
+SUBCOMMANDS = sorted(bad_inputs(Path("unused")))  # the names only
+
+
+def test_the_debug_test_covers_every_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
+    listed = re.search(r"choose from (.*)\)", capsys.readouterr().err).group(1)
+    assert sorted(re.findall(r"'([\w-]+)'", listed)) == SUBCOMMANDS
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_one_error_path(command, tmp_path, capsys, monkeypatch):
+    """Without --debug: one line 'error: ...' on stderr and exit code 2; with --debug the same error is raised."""
+    monkeypatch.delenv("UCLSER_DEBUG", raising=False)
+    argv = bad_inputs(tmp_path)[command]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    message = captured.err.strip()[len("error: ") :]
+    with pytest.raises(Exception) as raised:
+        main([*argv[:1], "--debug", *argv[1:]])  # --debug anywhere on the line
+    assert str(raised.value).splitlines()[0] in message  # the same error, with its traceback
+    assert raised.traceback and "error:" not in capsys.readouterr().err
+    monkeypatch.setenv("UCLSER_DEBUG", "1")
+    with pytest.raises(type(raised.value)):
+        main(argv)
+
+
+@pytest.mark.slow  # one Python process per subcommand
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_python_m_uclser_lib_prints_the_traceback_with_debug(command, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UCLSER_DEBUG": ""}
+    argv = [sys.executable, "-m", "uclser_lib", *bad_inputs(tmp_path)[command]]
+    plain = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert plain.returncode == 2 and plain.stderr.startswith("error: ") and plain.stderr.count("\n") == 1
+    debug = subprocess.run([*argv, "--debug"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].endswith(plain.stderr.strip()[len("error: ") :])

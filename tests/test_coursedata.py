@@ -197,11 +197,12 @@ def test_label_noise_rate_and_structure(wrong_rate, incomplete_rate, oov_rate):
             assert np.mean([b in cd.NEIGHBOURS[a] for a, b in others]) >= 0.65
 
 
+@pytest.mark.slow  # the dataset generated three times, in worker processes
 def test_deterministic_and_independent_of_workers(tiny, tmp_path):
     again = cd.generate(tmp_path / "again", "tiny", seed=SEED, progress=False, workers=1)
     assert _tree(again) == _tree(tiny)
     other = cd.generate(tmp_path / "other", "tiny", seed=SEED + 1, progress=False, workers=1)
-    wavs = lambda tree: {h for p, h in tree.items() if p.endswith(".wav")}  # noqa: E731
+    wavs = lambda tree: {h for p, h in tree.items() if p.endswith(".wav")}
     assert not wavs(_tree(other)) & wavs(_tree(tiny))
     assert (other / META_DIR / "train.csv").read_text() != (tiny / META_DIR / "train.csv").read_text()
     clip = cd.plan_dataset("tiny", seed=SEED)[5]

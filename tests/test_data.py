@@ -1,6 +1,8 @@
 """Metadata loading, splits and the HDF5 feature sets: round trip, parameter mismatch, resume, bad input."""
 
 import csv
+import errno
+import os
 
 import h5py
 import numpy as np
@@ -9,6 +11,7 @@ import soundfile as sf
 
 from uclser_lib import data as D
 from uclser_lib.features import AudioError, LogMelParams, extract_logmel
+from uclser_lib.runtime import DiskFullError
 
 from tolerance import assert_close_ulps
 
@@ -198,3 +201,27 @@ def test_audio_durations(fsd):
     meta = D.read_meta(fsd)
     durations = D.audio_durations(meta, "test")
     assert durations.shape == (len(meta.test),) and ((durations > 0.29) & (durations < 2.51)).all()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_full_disk_quota_or_size_limit_is_a_disk_full_error(fsd, tmp_path, monkeypatch, code):
+    """A write refused by the disk (full, over quota, over the file-size limit) is one ``DiskFullError`` naming the
+    partial file, errno ENOSPC (an ``OSError``); other errors pass through as they are."""
+    meta = D.read_meta(fsd)
+
+    def refused(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(D, "_flush", refused)
+    with pytest.raises(DiskFullError, match=r"train\.h5\.part: no space left on device \(free some space") as err:
+        D.extract_split(meta, "train", tmp_path / "train.h5", workers=0, progress=False, flush_every=3)
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC
+    assert not (tmp_path / "train.h5").exists()
+
+    def denied(*a, **k):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(D, "_flush", denied)
+    with pytest.raises(OSError, match="Permission denied") as err:
+        D.extract_split(meta, "train", tmp_path / "train.h5", workers=0, progress=False, flush_every=3)
+    assert not isinstance(err.value, DiskFullError)

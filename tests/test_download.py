@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import os
 import shutil
 import tarfile
 import zipfile
@@ -82,7 +83,8 @@ def test_unreachable_and_missing(served, tmp_path):
         fetch("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", progress=False)
 
 
-def test_no_space_left_keeps_the_partial_file(served, tmp_path, monkeypatch):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])  # runtime.disk_full_error's rule
+def test_no_space_left_keeps_the_partial_file(served, tmp_path, monkeypatch, code):
     folder, start = served
     data = b"x" * 200_000
     (folder / "a.bin").write_bytes(data)
@@ -94,7 +96,7 @@ def test_no_space_left_keeps_the_partial_file(served, tmp_path, monkeypatch):
             room = 100_000 - self.tell()
             if len(b) > room:
                 super().write(bytes(b)[:room])
-                raise OSError(errno.ENOSPC, "No space left on device")
+                raise OSError(code, os.strerror(code))
             return super().write(b)
 
     def fake_open(path, mode="r", *a, **k):

@@ -231,6 +231,35 @@ def test_finetune_starts_from_the_linear_probe_of_probe_epochs():
         FinetuneConfig(probe_epochs=-1)
 
 
+def test_finetune_bn_frozen_keeps_the_running_statistics_and_trains_the_affine_weights():
+    train, val, test = sets()
+    mean, std = feature_stats(train.clips)
+    encoder = TinyEncoder()
+    with torch.no_grad():  # stored statistics unlike any batch's, so that train mode would move them
+        encoder.bn.running_mean.fill_(3.0)
+        encoder.bn.running_var.fill_(5.0)
+    before = snapshot(encoder)
+    stats = ("bn.running_mean", "bn.running_var", "bn.num_batches_tracked")
+    kw = dict(epochs=2, batch_size=8, milestones=[100], probe_epochs=2)
+    runs = {
+        bn: finetune(encoder, mean, std, train, val, test, FinetuneConfig(bn=bn, **kw), device="cpu", progress=False)
+        for bn in ("frozen", "train")
+    }
+    frozen, trained = (runs[bn].model.state_dict() for bn in ("frozen", "train"))
+    for k in stats:  # frozen: the running statistics (and the batch count) end as they started
+        assert torch.equal(frozen[k], before[k]), k
+    assert not torch.equal(frozen["bn.weight"], before["bn.weight"])  # the affine weights still train
+    assert not torch.equal(frozen["conv.weight"], before["conv.weight"])
+    assert not runs["frozen"].model.training and not runs["frozen"].model.bn.training  # returned in eval mode
+    for k in ("bn.running_mean", "bn.running_var"):  # train (the default): updated from the batches
+        assert not torch.allclose(trained[k], before[k]), k
+    # the best epoch's state: 3 batches of 8 clips per epoch counted up to it
+    assert int(trained["bn.num_batches_tracked"]) == 3 * runs["train"].best_epoch
+    assert FinetuneConfig().bn == "train"
+    with pytest.raises(ValueError, match=r"bn: expected 'train' or 'frozen', got 'eval'"):
+        FinetuneConfig(bn="eval")
+
+
 def test_bad_input_is_refused_clearly():
     train, val, test = sets()
     mean, std = feature_stats(train.clips)
@@ -322,3 +351,21 @@ def test_run_seeds():
         run_seeds(lambda s: 1.0, [])
     with pytest.raises(ValueError, match="non-finite"):
         run_seeds(lambda s: float("nan"), [0, 1])
+
+
+def test_lr_milestones_drop_at_40_and_80_percent_and_never_at_epoch_0():
+    from uclser_lib.downstream import lr_milestones
+
+    assert lr_milestones(100) == [40, 80]
+    assert lr_milestones(10) == [4, 8]
+    assert lr_milestones(2) == [1, 1] and lr_milestones(1) == [1, 1]  # int(e * 0.4) would be 0
+    with pytest.raises(ValueError, match="epochs"):
+        lr_milestones(0)
+
+
+def test_pretraining_drops_give_the_papers_and_the_shipped_schedules():
+    from uclser_lib.downstream import lr_milestones
+    from uclser_lib.train import PRETRAIN_DROPS, PretrainConfig
+
+    assert lr_milestones(500, PRETRAIN_DROPS) == PretrainConfig().milestones == [325, 425]  # the paper's
+    assert lr_milestones(200, PRETRAIN_DROPS) == [130, 170] and lr_milestones(100, PRETRAIN_DROPS) == [65, 85]

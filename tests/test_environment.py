@@ -13,7 +13,9 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from uclser_lib.runtime import REPO_ROOT, _release, check_torch_pair
+from uclser_lib.runtime import _release, check_torch_pair, checkout_root
+
+REPO_ROOT = checkout_root()  # the tests run from the course's checkout
 
 LOCK = REPO_ROOT / "requirements.lock"
 #: what PyTorch's CUDA build brings on Linux and its CPU build (`make install-cpu`) does not

@@ -1,14 +1,25 @@
-"""Label-noise relabelling and the label-efficiency and label-noise experiments (tiny course dataset, 1-2 epochs)."""
+"""Label-noise relabelling, the protocol comparison, cross-validation over folds and the label-efficiency and
+label-noise experiments (tiny course dataset, 1-2 epochs)."""
 
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from uclser_lib import coursedata, data, datasets
 from uclser_lib.data import feature_stats
 from uclser_lib.downstream import FinetuneConfig, LinearEvalConfig
-from uclser_lib.experiments import CURVE_INITS, STAGE_INITS, Protocol, compare, label_efficiency, label_noise
+from uclser_lib.experiments import (
+    CURVE_INITS,
+    STAGE_INITS,
+    Protocol,
+    compare,
+    cross_validate,
+    label_efficiency,
+    label_noise,
+)
+from uclser_lib.folders import RealDataset
 from uclser_lib.models import build_encoder
 from uclser_lib.results import gain_interval, gains, merge_results
 
@@ -26,6 +37,7 @@ def test_relabel_rate_and_structure():
         coursedata.relabel(true, 1.5)
 
 
+@pytest.mark.slow  # end to end: an evaluation per noise rate
 def test_label_noise_experiment_on_tiny_course():
     course = datasets.prepare("tiny", progress=False)
     truth = coursedata.read_truth(course.root)
@@ -55,6 +67,7 @@ def test_label_noise_experiment_on_tiny_course():
         label_noise(build_encoder("resnet18"), mean, std, splits, {}, wrong_rates=(0.0,))
 
 
+@pytest.mark.slow  # end to end: pre-training, then linear evaluation at each label fraction
 def test_label_curves_by_linear_evaluation_on_tiny_course():
     course = datasets.prepare("tiny", progress=False)
     splits = course.splits()
@@ -137,6 +150,7 @@ def test_curves_plot_one_line_per_init_in_x_order():
     plt.close(fig)
 
 
+@pytest.mark.slow  # end to end: linear evaluations run twice
 def test_linear_eval_embedding_cache_skips_embedded_sets_and_keeps_results():
     from uclser_lib.downstream import linear_eval, task_splits
 
@@ -244,6 +258,7 @@ def test_protocol_validates_its_grid():
     assert (cfg.lr, cfg.probe_epochs, cfg.seed, cfg.milestones) == (0.01, 0, 4, [4, 8])
 
 
+@pytest.mark.slow  # end to end: every baseline trained and evaluated
 def test_compare_selects_on_validation_with_every_baseline_on_tiny_course():
     course = datasets.prepare("tiny", progress=False)
     splits = course.splits()
@@ -284,6 +299,32 @@ def test_compare_selects_on_validation_with_every_baseline_on_tiny_course():
     assert all(g["gain_n"] == 2 and g["gain_low"] is not None for g in res["gains"])
     assert res["recipe"] == protocol.to_dict()
     json.dumps(res)  # plain Python values only: the results file is JSON
+
+
+@pytest.mark.slow  # end to end: an evaluation per fold
+def test_cross_validate_evaluates_each_fold_and_averages_over_folds():
+    course = datasets.prepare("tiny", progress=False)
+    labels = course.train.labels  # three folds stratified by class, as ESC-50's five
+    folds = np.array([(labels[:i] == y).sum() % 3 + 1 for i, y in enumerate(labels)])
+    ds = RealDataset(course.root, "tiny in folds", course.train, folds=folds)
+    cfg = LinearEvalConfig(epochs=1, batch_size=16, milestones=[1])
+    res = cross_validate("random:vgglike", ds, seeds=(0,), folds=[1, 3], linear_cfg=cfg, device="cpu")
+    assert sorted((r["fold"], r["init"]) for r in res["rows"]) == [
+        (f, i) for f in (1, 3) for i in ("pretrained", "random")
+    ]
+    assert all(r["arch"] == "vgglike" and r["stage"] == "linear" and r["best_epoch"] == 1 for r in res["rows"])
+    for s in res["summary"]:  # mean over the folds of each init
+        mine = [r for r in res["rows"] if r["init"] == s["init"]]
+        assert s["n"] == 2
+        assert s["mean"] == pytest.approx(np.mean([r["test_balanced"] for r in mine]))
+        assert s["mean_top1"] == pytest.approx(np.mean([r["test_top1"] for r in mine]))
+    # each fold is tested on its own clips, trained and validated on the others
+    s1 = ds.splits(0, test_fold=1)
+    assert set(s1["test"].fnames) == {f for f, k in zip(course.train.fnames, folds) if k == 1}
+    assert set(s1["test"].fnames).isdisjoint(s1["clean_train"].fnames + s1["clean_val"].fnames)
+    json.dumps(res)
+    with pytest.raises(ValueError, match="stage must be"):
+        cross_validate("random:vgglike", ds, stages=("probe",), folds=[1], linear_cfg=cfg, device="cpu")
 
 
 def test_merge_keeps_pre_trained_rows_of_one_encoder_file_and_replaces_their_selection():

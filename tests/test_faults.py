@@ -26,8 +26,8 @@ from test_train import synthetic_set, tiny_config
 
 from uclser_lib import data as D
 from uclser_lib import runtime
-from uclser_lib.__main__ import main
 from uclser_lib.checkpoints import CheckpointError, load_checkpoint, save_checkpoint, sidecar_of
+from uclser_lib.cli import main
 from uclser_lib.features import AudioError, load_audio
 from uclser_lib.pretrained import export_encoder, load_encoder
 from uclser_lib.train import RunExistsError, pretrain
@@ -63,7 +63,7 @@ def test_cli_refuses_an_existing_run_before_preparing_data(tmp_path, capsys, mon
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps([{"epoch": 1}, {"epoch": 2}]))
     (run / "checkpoint.pt").write_bytes(b"a run")
-    import uclser_lib.__main__ as M
+    import uclser_lib.cli as M
 
     monkeypatch.setattr(M, "_dataset", lambda *a: pytest.fail("the data was prepared before the refusal"))
     assert main(["pretrain", "--run_dir", str(run), "--epochs", "1"]) == 2
@@ -101,10 +101,11 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in state
 
 
+@pytest.mark.slow  # subprocesses: an extraction killed with -9, then rerun
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")
 def test_kill_9_of_an_extraction_does_not_block_the_next(fsd, tmp_path):
     out, pids = tmp_path / "feat" / "train.h5", tmp_path / "pids.txt"
-    script = _KILLED.format(tests=str(REPO / "tests"), pids=str(pids), root=str(fsd), out=str(out))
+    script = _KILLED.format(tests=str(REPO / "tests" / "helpers"), pids=str(pids), root=str(fsd), out=str(out))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO)
     deadline = time.monotonic() + 60
@@ -128,6 +129,7 @@ def test_kill_9_of_an_extraction_does_not_block_the_next(fsd, tmp_path):
     assert "waiting for" not in rerun.stderr and len(D.load_features(out)) == 12
 
 
+@pytest.mark.slow  # a subprocess holds the lock for 2 s
 def test_a_waiting_process_says_which_lock_and_who_holds_it(fsd, tmp_path, capfd):
     out = tmp_path / "train.h5"
     lock = tmp_path / "train.h5.lock"
@@ -367,7 +369,7 @@ def test_antiphase_stereo_warns_once(tmp_path):
     ],
 )
 def test_cli_config_values_are_checked_before_any_data(args, message, capsys, monkeypatch, tmp_path):
-    import uclser_lib.__main__ as M
+    import uclser_lib.cli as M
 
     monkeypatch.setattr(M, "_dataset", lambda *a: pytest.fail("the data was prepared before the check"))
     assert main(["pretrain", "--run_dir", str(tmp_path / "r"), *args]) == 2
@@ -376,7 +378,7 @@ def test_cli_config_values_are_checked_before_any_data(args, message, capsys, mo
 
 
 def test_cli_accepts_1e_3_and_key_equals_value(monkeypatch, tmp_path):
-    import uclser_lib.__main__ as M
+    import uclser_lib.cli as M
 
     seen = {}
 
@@ -395,7 +397,7 @@ def test_cli_accepts_1e_3_and_key_equals_value(monkeypatch, tmp_path):
 def test_cli_errors_are_one_line_with_traceback_on_debug(tmp_path, capsys):
     assert main(["linear-eval", "--encoder", "nope", "--data.preset", "tiny"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: config.encoder: 'nope': expected a pretrained name") and "\n" not in err
+    assert err.startswith("error: config.encoder: encoder 'nope': no shipped encoder of that name") and "\n" not in err
     with pytest.raises(FileNotFoundError):
         main(["export", "--run-dir", str(tmp_path), "--name", "x", "--dataset", "d", "--debug"])
     assert main(["export", "--run-dir", str(tmp_path), "--name", "x", "--dataset", "d"]) == 2

@@ -17,7 +17,7 @@ import torch
 from realdata_server import Server
 
 from uclser_lib import download
-from uclser_lib.__main__ import main
+from uclser_lib.cli import main
 from uclser_lib.datasets import prepare
 from uclser_lib.download import Remote
 from uclser_lib.folders import FolderError, features_dir_of, prepare_folder, scan_folder
@@ -163,6 +163,7 @@ def esc50_mirror(tmp_path, monkeypatch):
     srv.close()
 
 
+@pytest.mark.slow  # end to end: pre-training and evaluation runs
 def test_esc50_download_pretrain_crossval_end_to_end(esc50_mirror, tmp_path, data_dir, capsys):
     """The commands of docs/real-audio.md, with a mirror on 127.0.0.1 and tiny settings."""
     srv, _ = esc50_mirror
@@ -316,6 +317,7 @@ def test_noisy_task_on_a_folder_with_an_unlabelled_part_says_use_task_clean(tmp_
     assert not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.slow  # end to end: pre-training and evaluation runs
 def test_a_folder_of_unlabelled_audio_only_pretrains_without_a_monitor(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("UCLSER_DATA", str(tmp_path / "data"))
     for i in range(6):
@@ -334,3 +336,21 @@ def test_a_folder_of_unlabelled_audio_only_pretrains_without_a_monitor(tmp_path,
     for task in ("noisy", "clean"):
         assert main([*evaluate, "--task", task]) == 2
         assert "only: no labelled clips (class folders); they are needed for" in capsys.readouterr().err
+
+
+def test_the_per_class_draw_shared_by_every_split():
+    """data.stratified_draw: per class round(fraction * n_c), at least one; a one-clip class only with min_class=1;
+    seeded; nested across fractions; only from ``index``."""
+    from uclser_lib.data import stratified_draw
+
+    labels = np.array([0] * 20 + [1] * 7 + [2])
+    index = np.arange(1, len(labels))  # clip 0 is not offered
+    held = stratified_draw(labels, index, 0.15, np.random.default_rng(5))
+    assert np.bincount(labels[held], minlength=3).tolist() == [round(0.15 * 19), 1, 0]
+    assert 0 not in held and held.dtype == np.int64 and (np.diff(held) > 0).all()
+    kept = stratified_draw(labels, index, 0.15, np.random.default_rng(5), min_class=1)
+    assert np.bincount(labels[kept], minlength=3).tolist() == [round(0.15 * 19), 1, 1]
+    assert np.array_equal(held, stratified_draw(labels, index, 0.15, np.random.default_rng(5)))
+    assert set(stratified_draw(labels, index, 0.1, np.random.default_rng(5))) <= set(
+        stratified_draw(labels, index, 0.5, np.random.default_rng(5))
+    )

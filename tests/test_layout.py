@@ -1,4 +1,5 @@
-"""The house rules of the library: one-way imports (no cycle), an ``__all__`` in every module, no dangling citations."""
+"""The house rules of the library: imports only from modules above, in the order the package docstring declares (and
+so no cycle), an ``__all__`` in every module, no dangling citations."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from uclser_lib.runtime import REPO_ROOT
+from uclser_lib.runtime import checkout_root
+
+REPO_ROOT = checkout_root()  # the tests run from the course's checkout
 
 PACKAGE = REPO_ROOT / "uclser_lib"
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py")
@@ -57,6 +60,36 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 NAMES = {module_name(p) for p in MODULES}
+
+#: The command line may import any module: it is the top of the house (``__main__`` runs it).
+TOP = ("__main__", "cli")
+#: A module line of the package docstring: "- ``name``  what it does" or "- ``plots``, ``widgets`` what they do".
+DECLARED_LINE = re.compile(r"^- (``\w+``(?:, ``\w+``)*)\s", re.MULTILINE)
+
+
+def declared_order(docstring: str) -> list[str]:
+    """The module names the package docstring lists, in order (a subpackage such as ``coursedata`` is one name)."""
+    return [n for group in DECLARED_LINE.findall(docstring) for n in re.findall(r"``(\w+)``", group)]
+
+
+def top_level(name: str) -> str:
+    """'uclser_lib.coursedata.plan' -> 'coursedata': the name the package docstring declares it by."""
+    return name.split(".")[1]
+
+
+def order_violations(order: list[str], imports: dict[str, set[str]], top=TOP) -> list[str]:
+    """'importer -> imported' for each import of a module declared at or below the importer (``imports``: top-level
+    name -> top-level names it imports); the ``top`` modules may import anything."""
+    rank = {n: i for i, n in enumerate(order)}
+    return [
+        f"{mod} -> {dep}"
+        for mod in sorted(imports)
+        if mod not in top
+        for dep in sorted(imports[mod])
+        if dep != mod and rank[dep] >= rank[mod]
+    ]
+
+
 #: The internal spec's name, spelled so that a plain `grep -rnw` for it finds no citation in this file either.
 TOKEN = "S" + "PEC"
 #: A citation of the internal spec: "<TOKEN> section 9", "<TOKEN> 12", "<TOKEN> §5", "<TOKEN>_..." or its path.
@@ -71,6 +104,38 @@ def test_no_import_cycle():
     assert graph["uclser_lib.views"] >= {"uclser_lib.augment", "uclser_lib.data", "uclser_lib.mixback"}
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_every_module_imports_only_modules_declared_above_it():
+    import uclser_lib
+
+    order = declared_order(uclser_lib.__doc__)
+    on_disk = {top_level(n) for n in NAMES if n != "uclser_lib"} | {"__main__"}
+    undeclared = sorted(on_disk - set(order) - {"__main__"})
+    assert not undeclared, f"uclser_lib/{undeclared}: not in the module list of uclser_lib/__init__.py's docstring"
+    order = [n for n in order if n in on_disk]  # a declared module not written yet is skipped
+    imports: dict[str, set[str]] = {}
+    for p in [*MODULES, PACKAGE / "__main__.py"]:
+        name = "uclser_lib.__main__" if p.name == "__main__.py" else module_name(p)
+        if name == "uclser_lib":
+            continue
+        found = internal_imports(p.read_text(encoding="utf-8"), name, p.name == "__init__.py")
+        imports.setdefault(top_level(name), set()).update(top_level(m) for m in found)
+    assert imports["folders"] >= {"data", "features", "runtime"}  # the walk sees the imports
+    bad = order_violations(order + ["__main__"], imports)
+    assert not bad, "imports a module declared below it (order in uclser_lib/__init__.py): " + "; ".join(bad)
+
+
+def test_the_order_check_reads_the_docstring_and_sees_lazy_imports():
+    doc = "X\n- ``runtime``  paths\n- ``coursedata``   the dataset (``dsp``, ``plan``)\n"
+    doc += "- ``plots``, ``widgets`` figures\n  ``views`` on a continuation line is no module line\n"
+    assert declared_order(doc) == ["runtime", "coursedata", "plots", "widgets"]
+    lazy = internal_imports("def f():\n    from .models import build_encoder\n", "uclser_lib.folders")
+    assert lazy == {"uclser_lib.models"}
+    order = ["data", "folders", "models", "cli"]
+    imports = {"folders": {"data", "models"}, "data": set(), "models": {"data"}, "cli": {"models", "folders"}}
+    assert order_violations(order, imports) == ["folders -> models"]  # cli is the top: it may import anything
+    assert order_violations(order, {"models": {"models"}}) == []  # a subpackage's modules import each other
 
 
 def test_the_cycle_check_sees_lazy_and_relative_imports():

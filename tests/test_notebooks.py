@@ -67,3 +67,27 @@ def test_every_committed_lesson_figure_is_drawn_by_a_notebook():
     assert saved, "no notebook saves a figure with plots.save_figure(fig, NAME)"
     assert saved - committed == set(), f"figures the notebooks draw but figures/ lacks: {sorted(saved - committed)}"
     assert committed - saved == set(), f"figures/ holds figures no notebook draws: {sorted(committed - saved)}"
+
+
+def timing_table() -> dict[str, tuple[int, str]]:
+    """bench/RESULTS.md's full-mode timing table (made by `make time-course`): {notebook: (wall s, date)}."""
+    text = (Path(__file__).resolve().parents[1] / "bench" / "RESULTS.md").read_text()
+    table = text.split("<!-- time-notebooks:start -->")[1].split("<!-- time-notebooks:end -->")[0]
+    row = r"^\| (\d\d_\w+\.ipynb) \| (\d+) \| [\d.]+ \| \d+ \| 0 \| (\d{4}-\d\d-\d\d)"
+    return {name: (int(wall), date) for name, wall, date in re.findall(row, table, re.M)}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_cell_states_the_measured_run_time(path):
+    """Each notebook's first cell states its full-mode CPU time as bench/RESULTS.md's table measured it."""
+    table = timing_table()
+    assert path.name in table, f"bench/RESULTS.md: no successful full-mode timing of {path.name} (make time-course)"
+    wall, date = table[path.name]
+    first = "".join(json.loads(path.read_text())["cells"][0]["source"])
+    stated = re.search(
+        r"\*\*Run time\*\* \(full mode[^)]*\): (\d+) min (\d\d) s on a 2-core CPU \([^,]*, ([\d-]+)", first
+    )
+    assert stated, f"{path.name}: its first cell states no '**Run time** (full mode ...): M min SS s on a 2-core CPU'"
+    assert (int(stated[1]) * 60 + int(stated[2]), stated[3]) == (wall, date), (
+        f"{path.name}: its first cell says {stated[0]!r}; bench/RESULTS.md measured {wall} s on {date}"
+    )

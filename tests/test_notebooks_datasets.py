@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 FOLDER = "nbfolder"  # one fixed name: the notebooks' runs/ and figure folders are named after it, reused by each run
 
+pytestmark = pytest.mark.slow  # every notebook run end to end (nbconvert)
+
 
 @pytest.fixture(scope="module")
 def folder_dataset(tmp_path_factory):

@@ -1,9 +1,13 @@
-"""The shared helpers of runtime: atomic writes, the device choice."""
+"""The shared helpers of runtime: atomic writes, the disk-full rule, the device choice, the environment readers."""
+
+import errno
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from uclser_lib.runtime import pick_device, write_atomic
+from uclser_lib.runtime import DiskFullError, disk_full_error, fsd_root, pick_device, write_atomic
 
 
 def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
@@ -38,7 +42,7 @@ def test_dataset_choice_and_its_figures_folder(monkeypatch, tmp_path):
     from uclser_lib.runtime import dataset_choice
 
     REPO_ROOT = tmp_path  # figures_dir creates the folder: here, not in the checkout
-    monkeypatch.setattr(plots, "REPO_ROOT", REPO_ROOT)
+    monkeypatch.setattr(plots, "work_root", lambda: REPO_ROOT)
     monkeypatch.setenv("UCLSER_SMOKE", "1")
     for unset in (None, ""):
         if unset is None:
@@ -52,3 +56,40 @@ def test_dataset_choice_and_its_figures_folder(monkeypatch, tmp_path):
     assert figures_dir() == REPO_ROOT / "build" / "figures-smoke-my_sounds"
     monkeypatch.setenv("UCLSER_SMOKE", "0")
     assert figures_dir() == REPO_ROOT / "build" / "figures-my_sounds"  # never figures/, the course's
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_disk_full_error_is_one_rule(tmp_path, code):
+    full = disk_full_error(OSError(code, os.strerror(code)), tmp_path / "f.h5")
+    assert isinstance(full, DiskFullError) and isinstance(full, OSError) and full.errno == errno.ENOSPC
+    assert str(full).endswith(f"{tmp_path / 'f.h5'}: no space left on device (free some space, then run again)")
+    assert disk_full_error(full, "elsewhere") is full  # already told apart: kept, with its own message
+    assert isinstance(disk_full_error(RuntimeError("[enforce fail] ... errno = 28"), "p"), DiskFullError)  # torch.save
+    assert disk_full_error(OSError(errno.EACCES, "Permission denied"), "p") is None
+    assert disk_full_error(KeyboardInterrupt(), "p") is None
+
+
+def test_write_atomic_reports_a_quota_as_a_full_disk(tmp_path):
+    path = tmp_path / "f.bin"
+    write_atomic(path, b"old")
+
+    def over_quota(p):
+        Path(p).write_bytes(b"half")
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    with pytest.raises(DiskFullError, match=f"{path}: no space left on device"):
+        write_atomic(path, save=over_quota)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_fsd_root_reads_uclser_fsd_root(monkeypatch, tmp_path):
+    """``UCLSER_FSD_ROOT`` unset or empty: None; set: that folder, ``~`` expanded."""
+    monkeypatch.delenv("UCLSER_FSD_ROOT", raising=False)
+    assert fsd_root() is None
+    monkeypatch.setenv("UCLSER_FSD_ROOT", "")
+    assert fsd_root() is None
+    monkeypatch.setenv("UCLSER_FSD_ROOT", str(tmp_path))
+    assert fsd_root() == tmp_path
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("UCLSER_FSD_ROOT", "~/fsd")
+    assert fsd_root() == tmp_path / "fsd"

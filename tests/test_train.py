@@ -39,6 +39,7 @@ def tiny_config(**kw) -> PretrainConfig:
     return PretrainConfig(**base)
 
 
+@pytest.mark.slow  # pre-training runs
 def test_resume_continues_to_the_same_result(tmp_path):
     train, val = synthetic_set(), synthetic_set(8, seed=1)
     full_model, full_hist = pretrain(
@@ -118,6 +119,7 @@ def _ddp_rank(rank, port, run_dir, out_dir):
     os._exit(0)  # gloo in torch 2.11 sometimes aborts at interpreter exit after the work is done
 
 
+@pytest.mark.slow  # two processes (DDP on gloo)
 def test_ddp_two_cpu_processes(tmp_path):
     """Under torchrun-like env (2 processes, gloo): ranks stay in sync, rank 0 alone writes the checkpoint."""
     import socket

@@ -9,8 +9,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import scipy.optimize
-import torch
 
 from uclser_lib import features, widgets
 from uclser_lib.augment import AugmentConfig
@@ -218,74 +216,6 @@ def test_draw_views_shows_the_stages_on_one_colour_scale(clips):
     with pytest.raises(ValueError, match="axes"):
         widgets.draw_views(small, stages)
     close_figures()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Sound
-
-
-def test_nonneg_lstsq_reaches_the_nnls_optimum():
-    rng = np.random.default_rng(1)
-    A = rng.uniform(0, 1, (12, 6))
-    B = rng.uniform(0, 1, (12, 3))
-    X = widgets.nonneg_lstsq(A, B, n_iter=5000)
-    assert (X >= 0).all()
-    for k in range(3):
-        best = scipy.optimize.nnls(A, B[:, k])[1]
-        assert np.linalg.norm(A @ X[:, k] - B[:, k]) <= best * (1 + 1e-3) + 1e-9
-    with pytest.raises(ValueError, match="non-negative"):
-        widgets.nonneg_lstsq(-A, B)
-    with pytest.raises(ValueError, match="shapes"):
-        widgets.nonneg_lstsq(A, B[:5])
-
-
-def test_logmel_to_audio_inverts_the_features():
-    sr = 22050
-    t = np.arange(sr) / sr
-    tone = 0.5 * np.sin(2 * np.pi * 1000 * t) * np.minimum(1, 5 * t)
-    logmel = features.logmel_from_waveforms([features.prepare_waveform(tone, sr)])[0]
-    y = widgets.logmel_to_audio(logmel, n_iter=16)
-    assert y.dtype == np.float32 and y.shape == (220 * (len(logmel) - 1),) and np.isfinite(y).all()
-    spectrum = np.abs(np.fft.rfft(y))
-    assert abs(np.argmax(spectrum) * sr / len(y) - 1000) < 20
-    again = features.LogMel()(torch.from_numpy(y)[None], torch.tensor([len(y)]))[0].numpy()[: len(logmel)]
-    loud = logmel > logmel.max() - 3  # within 30 dB of the peak
-    assert np.median(np.abs(again - logmel)[loud]) < 0.1
-    np.testing.assert_array_equal(
-        widgets.logmel_to_audio(logmel, n_iter=2, seed=3), widgets.logmel_to_audio(logmel, n_iter=2, seed=3)
-    )
-
-
-@pytest.mark.parametrize(
-    "logmel, n_iter, match",
-    [
-        (np.zeros((101, 64)), 4, "shape"),
-        (np.zeros(96), 4, "shape"),
-        (np.full((101, 96), np.nan), 4, "NaN"),
-        (np.zeros((101, 96)), 0, "n_iter"),
-    ],
-)
-def test_logmel_to_audio_bad_input(logmel, n_iter, match):
-    with pytest.raises(ValueError, match=match):
-        widgets.logmel_to_audio(logmel, n_iter)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Mix-back and the background shortcut
-
-
-def test_mix_back_blurs_the_noise_floor_shortcut(clips):
-    packed = PackedClips.from_list(clips * 2)
-    plain = widgets.pair_gaps(packed, {**ALL_OFF}, seed=1)
-    mixed = widgets.pair_gaps(packed, {**ALL_OFF, "mix_back": True, "mix_alpha": 0.5}, seed=1)
-    assert plain["positive"].shape == plain["negative"].shape == (6,)
-    # clip i - 1 is a copy of clip i + 2, and of the other two clips: the floors tell clips apart
-    assert plain["positive"].max() < 0.2 < plain["negative"].min()
-    assert mixed["positive"].mean() > 2 * plain["positive"].mean()
-    with pytest.raises(ValueError, match="3 clips"):
-        widgets.pair_gaps(PackedClips.from_list(clips[:2]))
-    with pytest.raises(ValueError, match="q"):
-        widgets.band_quantile(torch.zeros(2, 101, 96), 1.5)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

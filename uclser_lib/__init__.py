@@ -1,21 +1,22 @@
 """uclser_lib: the helper library of the UCLSER course.
 
 One module per stage of "Unsupervised Contrastive Learning of Sound Event Representations" (Fonseca et al.,
-ICASSP 2021); data flows down this list, and a module imports only modules above it
-(``tests/test_layout.py`` checks that there is no import cycle). The method is explained in ``docs/method.md``.
+ICASSP 2021); data flows down this list, and a module imports only modules above it, at the top of the module or
+inside a function (``tests/test_layout.py`` reads this list and checks it; the command line may import anything).
+The method is explained in ``docs/method.md``.
 
 Infrastructure
 - ``runtime``      device, seeds, smoke mode, paths, atomic writes, sha256, torch/torchaudio check (decided here only)
 - ``config``       YAML configs and ``--key value`` overrides for the command line (``python -m uclser_lib``)
 
 Files -> features
-- ``features``     WAV -> log-mel (frames x 96), torch (batched) and librosa (readable) paths
+- ``features``     WAV -> log-mel (frames x 96), torch (batched) and librosa (readable) paths, and back (mel inversion)
 - ``data``         FSDnoisy18k's layout (classes, CSVs), metadata, packed clips, HDF5 feature sets, extraction, splits
 - ``coursedata``   the procedural course dataset written in FSDnoisy18k's layout (``dsp``, ``recipes``, ``plan``,
   ``writer``)
-- ``download``     FSDnoisy18k, ESC-50 and the released encoders: resumable, checksum-verified, unpacked atomically
-- ``folders``      ESC-50 and your own folders as datasets (splits, summary, 5-fold ``cross_validate``)
-- ``datasets``     ``prepare()``: the course dataset, FSDnoisy18k, ESC-50 or a folder, generated and extracted as needed
+- ``folders``      ESC-50 and your own folders as datasets (their folds and splits, summary)
+- ``datasets``     ``prepare()``: the course dataset, FSDnoisy18k, ESC-50 or a folder, generated and extracted as
+  needed, each a ``PreparedDataset``
 
 Features -> views
 - ``sampling``     random draws on any device from a ``torch.Generator``
@@ -32,17 +33,20 @@ Views -> encoder -> pre-training
 - ``train``        contrastive pre-training: the loop, checkpoints, resume
 
 Evaluation
-- ``pretrained``   the course's own encoders in ``pretrained/`` (export, sha256-checked loading)
-- ``released``     the authors' published encoders and the normalisation they expect
+- ``released``     the authors' published encoders, their sha256 and the normalisation they expect
+- ``download``     FSDnoisy18k, ESC-50 and the released encoders: resumable, checksum-verified, unpacked atomically
+- ``pretrained``   the course's own encoders in ``pretrained/`` (export, sha256-checked loading), any encoder by name
 - ``baselines``    fair random features (BatchNorm statistics re-estimated), handcrafted band statistics
 - ``downstream``   linear evaluation and fine-tuning
 - ``results``      results files: summaries over seeds, merging, tables
-- ``experiments``  pre-trained vs random init over seeds, label efficiency, label noise
-- ``analysis``     embedding maps (PCA, t-SNE), nearest clips, retrieval precision
+- ``experiments``  pre-trained vs random init and the baselines over seeds, 5-fold cross-validation, label
+  efficiency, label noise
+- ``analysis``     embedding maps (PCA, t-SNE), nearest clips, retrieval precision, gaps between views' noise floors
+- ``hear``         a HEAR-style embedding API (``load_model``, ``get_scene_embeddings``, ``get_timestamp_embeddings``)
 
 Showing
 - ``plots``, ``widgets`` figures and the interactive augmentation panel of notebook 02
-- ``realcli``      the ``download`` and ``crossval`` subcommands of ``python -m uclser_lib``
+- ``cli``          the command line, ``python -m uclser_lib`` (``__main__`` runs it)
 """
 
 __all__ = ["__version__"]

@@ -4,10 +4,15 @@
   retrieval precision;
 - 2-D maps of embeddings: PCA (exact SVD) and a small exact t-SNE (O(N^2) memory: a few thousand points);
 - the normalisation the authors' released encoders expect (docs/released-code.md);
+- small measurements of why the recipe works: how far apart a clip's two views are against other clips' (in the
+  features' per-band noise floor, :func:`pair_gaps`, or in embeddings), the push of the hardest negative;
+- what a representation keeps: the projection head's output as an encoder (:class:`ProjectedEncoder`) and a
+  ridge probe of a known factor (:func:`ridge_probe`, on :func:`group_split`'s splits);
 - the GPU results of ``python -m uclser_lib evaluate`` in ``pretrained/results/``, paired as pre-trained vs
   random init, and a Markdown table for the notebooks.
 
-Nothing here draws random numbers: the t-SNE starts from the PCA map.
+The maps draw no random numbers (the t-SNE starts from the PCA map); :func:`pair_gaps` draws its views from
+the seed it is given.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .augment import AugmentConfig
+from .data import PackedClips
+from .models import Encoder, ProjectionHead
+from .views import ViewBuilder
 
 __all__ = ["nearest_clips", "pca", "retrieval_precision", "tsne"]
 
@@ -206,4 +216,169 @@ def hardest_negative_share(z1: torch.Tensor, z2: torch.Tensor, temperature: floa
     return weights.max(1).values
 
 
-__all__ += ["hardest_negative_share", "pair_auc", "positive_ranks"]
+def band_quantile(patches: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-band ``q``-quantile over time of (..., T, F) log-mel patches: (..., F), in the patches' units.
+
+    q = 0.1 traces the noise floor (the level a band sits at most of the time).
+    """
+    if not 0 <= q <= 1:
+        raise ValueError(f"band_quantile: q must lie in [0, 1], got {q}")
+    return torch.quantile(patches, q, dim=-2)
+
+
+def pair_gaps(packed: PackedClips, cfg: AugmentConfig, seed: int, q: float = 0.1) -> dict[str, np.ndarray]:
+    """How far apart positive and negative pairs of views are in a per-band quantile over time (log10 units).
+
+    Builds the two views of every clip of ``packed`` (at least 3 clips, log10 mel) with the view recipe ``cfg``
+    (e.g. ``widgets.config_from_controls(values)``), drawn with ``seed``, takes :func:`band_quantile` ``q`` of
+    each view and returns, per clip i, the mean absolute difference over bands between its two views
+    (``"positive"``, (N,) float32) and between its view 1 and clip i - 1's view 2 (``"negative"``, (N,)).
+    With q = 0.1 (the noise floor) and ``cfg.normalise`` off this measures, in log10 units, how much a
+    recording's background alone tells the two views of a clip apart from other clips'.
+    """
+    if not isinstance(cfg, AugmentConfig):
+        raise ValueError(
+            f"pair_gaps expects an AugmentConfig (widgets.config_from_controls makes one from control values), "
+            f"got {type(cfg).__name__}"
+        )
+    if len(packed) < 3:
+        raise ValueError(f"pair_gaps needs at least 3 clips, got {len(packed)}")
+    x = ViewBuilder(packed, cfg).build(torch.arange(len(packed)), torch.Generator().manual_seed(seed))
+    f1, f2 = band_quantile(x, q).chunk(2)
+    return {
+        "positive": (f1 - f2).abs().mean(1).numpy(),
+        "negative": (f1 - f2.roll(1, 0)).abs().mean(1).numpy(),
+    }
+
+
+__all__ += ["band_quantile", "hardest_negative_share", "pair_auc", "pair_gaps", "positive_ranks"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a representation keeps: the projection head as an encoder, and a ridge probe of a known factor
+
+
+class ProjectedEncoder(Encoder):
+    """A frozen encoder followed by its projection head, seen as an encoder: ``embed(x) = head(encoder.embed(x))``.
+
+    ``embed`` maps (B, 1, 101, 96) patches to the head's output g(h) (B, head output size), L2-normalised as in
+    pre-training; ``embedding_dim`` is that size. Both parts stay in eval mode (``train()`` leaves them there), so
+    :func:`~uclser_lib.downstream.linear_eval` and the embedding disk cache can take it where they take an encoder
+    (the cache key covers both parts' weights). It has no classifier (``classifier()`` raises ``ValueError``).
+    ``ValueError`` when the head does not take the encoder's ``embedding_dim`` inputs.
+    """
+
+    def __init__(self, encoder: Encoder, head: ProjectionHead):
+        super().__init__()
+        first = head.net1[0]
+        if first.in_features != encoder.embedding_dim:
+            raise ValueError(
+                f"the projection head takes {first.in_features}-d inputs but the encoder ({type(encoder).__name__}) "
+                f"gives {encoder.embedding_dim}-d embeddings"
+            )
+        self.encoder, self.head = encoder.eval(), head.eval()
+        self.embedding_dim = head.net1[-1].out_features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.embed(x))
+
+    def classifier(self):
+        raise ValueError("a ProjectedEncoder has no classifier: it only gives the head's output (embed)")
+
+    def train(self, mode: bool = True) -> ProjectedEncoder:
+        super().train(mode)
+        self.encoder.eval()
+        self.head.eval()
+        return self
+
+
+#: The ridge penalties :func:`ridge_probe` chooses from (on standardised features): 1e-3 to 1e6, 4 per decade.
+RIDGE_PENALTIES = tuple(float(p) for p in np.logspace(-3, 6, 37))
+
+
+def r2_score(y, pred) -> float:
+    """Coefficient of determination ``1 - sum((y - pred)^2) / sum((y - mean(y))^2)`` (scikit-learn's r2_score).
+
+    1: perfect; 0: no better than predicting the mean of ``y``; negative: worse. ``ValueError`` for fewer than two
+    values, mismatched shapes or a constant ``y``.
+    """
+    y, pred = np.asarray(y, dtype=np.float64).ravel(), np.asarray(pred, dtype=np.float64).ravel()
+    if y.shape != pred.shape or len(y) < 2:
+        raise ValueError(f"r2_score needs two equal-length arrays of >= 2 values, got {y.shape} and {pred.shape}")
+    total = float(((y - y.mean()) ** 2).sum())
+    if total == 0:
+        raise ValueError("r2_score: y is constant, R^2 is undefined")
+    return 1.0 - float(((y - pred) ** 2).sum()) / total
+
+
+def ridge_probe(x_train, y_train, x_val, y_val, x_test, y_test, penalties=RIDGE_PENALTIES) -> dict:
+    """How well a linear map of features predicts a number: closed-form ridge regression, penalty chosen on val.
+
+    ``x_*`` (N, D) features and ``y_*`` (N,) targets of three disjoint splits. The features are standardised with
+    the training split's per-column mean and std (a constant column is centred only), the target centred on its
+    training mean (the intercept is not penalised). For each penalty p of ``penalties`` the weights
+    ``w = argmin |X w - y|^2 + p |w|^2`` are fitted on train (one SVD, float64); the penalty with the best
+    validation R^2 (:func:`r2_score`) is kept and only that fit is scored on test, so the test split chooses
+    nothing. Returns ``penalty``, ``val_r2``, ``test_r2``, ``train_r2`` (floats), ``val_curve`` (the validation
+    R^2 per penalty) and ``test_pred`` (N_test,). ``ValueError`` for mismatched shapes, an empty or one-row split,
+    non-finite values, or no penalty > 0.
+    """
+    xs = [np.asarray(x, dtype=np.float64) for x in (x_train, x_val, x_test)]
+    ys = [np.asarray(y, dtype=np.float64).ravel() for y in (y_train, y_val, y_test)]
+    for name, x, y in zip(("train", "val", "test"), xs, ys):
+        if x.ndim != 2 or len(x) != len(y) or len(x) < 2 or x.shape[1] != xs[0].shape[1]:
+            raise ValueError(
+                f"ridge_probe: {name} split: expected features (N >= 2, D) with D = {xs[0].shape[-1]} and N targets, "
+                f"got {x.shape} and {y.shape}"
+            )
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise ValueError(f"ridge_probe: {name} split holds NaN or inf")
+    penalties = [float(p) for p in penalties]
+    if not penalties or min(penalties) <= 0:
+        raise ValueError(f"ridge_probe: penalties must be > 0, got {penalties}")
+    mu, sd = xs[0].mean(0), xs[0].std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    xs = [(x - mu) / sd for x in xs]
+    y_mean = ys[0].mean()
+    u, s, vt = np.linalg.svd(xs[0], full_matrices=False)
+    uty = u.T @ (ys[0] - y_mean)
+
+    def weights(p):
+        return vt.T @ (s / (s**2 + p) * uty)
+
+    curve = [r2_score(ys[1], xs[1] @ weights(p) + y_mean) for p in penalties]
+    best = int(np.argmax(curve))
+    w = weights(penalties[best])
+    pred = xs[2] @ w + y_mean
+    return {
+        "penalty": penalties[best],
+        "train_r2": r2_score(ys[0], xs[0] @ w + y_mean),
+        "val_r2": curve[best],
+        "test_r2": r2_score(ys[2], pred),
+        "val_curve": curve,
+        "test_pred": pred,
+    }
+
+
+def group_split(groups, seed: int, fractions=(0.6, 0.2, 0.2)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of (train, val, test) rows such that every group (e.g. the clip a patch comes from) lies in one split.
+
+    The distinct values of ``groups`` (N,) are permuted with ``np.random.default_rng(seed)`` and cut by
+    ``fractions`` (three positive numbers summing to 1; each split gets at least one group). Returns three sorted
+    int64 index arrays covering the N rows. ``ValueError`` for fewer than three groups or bad fractions.
+    """
+    groups = np.asarray(groups).ravel()
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"group_split: fractions must be three positive numbers summing to 1, got {fractions}")
+    names = np.unique(groups)
+    if len(names) < 3:
+        raise ValueError(f"group_split needs at least 3 groups, got {len(names)}")
+    order = np.random.default_rng(seed).permutation(names)
+    n_train = min(max(1, round(fractions[0] * len(names))), len(names) - 2)
+    n_val = min(max(1, round(fractions[1] * len(names))), len(names) - n_train - 1)
+    parts = (order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
+    return tuple(np.flatnonzero(np.isin(groups, part)).astype(np.int64) for part in parts)
+
+
+__all__ += ["RIDGE_PENALTIES", "ProjectedEncoder", "group_split", "r2_score", "ridge_probe"]

@@ -39,7 +39,7 @@ _Loader.add_implicit_resolver(
 
 def load_yaml(text: str):
     """``yaml.safe_load`` of ``text``, but ``1e-3`` is a float (YAML 1.2's numbers)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 — a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 #: Allowed values of the numeric settings, by key name, for every config built by :func:`build`:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .features import DEFAULT_PARAMS, AudioError, LogMelParams, extract_many
-from .runtime import PAPER_SEED, disk_full_error
+from .runtime import PAPER_SEED, DiskFullError, disk_full_error
 
 __all__ = [
     "AUDIO_DIRS",
@@ -34,6 +34,7 @@ __all__ = [
     "PATCH_FRAMES",
     "TEST_COLUMNS",
     "TRAIN_COLUMNS",
+    "VAL_FRACTION",
     "ClipMeta",
     "DatasetMeta",
     "FeatureFileError",
@@ -45,6 +46,7 @@ __all__ = [
     "load_features",
     "paper_splits",
     "read_meta",
+    "stratified_draw",
 ]
 
 #: Frames per patch (about 1 s), docs/method.md §4.
@@ -586,9 +588,9 @@ def extract_split(
                 part, meta, split, clips, identity, sources, params, device, workers, on_error, progress, flush_every
             )
             os.replace(part, out_path)
+        except DiskFullError:
+            raise  # ours (_check_space), saying what was kept
         except (OSError, RuntimeError) as err:
-            if isinstance(err, OSError) and err.errno == errno.ENOSPC and "no space left" in str(err):
-                raise  # ours, with what was kept
             full = disk_full_error(err, part)
             if full is not None:
                 raise full from None
@@ -663,10 +665,11 @@ SPACE_MARGIN = 64 << 20
 
 
 def _check_space(path: Path, needed: int, n_kept: int) -> None:
-    """Raise ``OSError(ENOSPC)`` naming ``path`` when its disk cannot take ``needed`` bytes and the margin."""
+    """Raise :class:`DiskFullError` (errno ENOSPC) naming ``path`` when its disk cannot take ``needed`` bytes and
+    the margin."""
     free = shutil.disk_usage(path.parent).free
     if free < 2 * needed + SPACE_MARGIN:
-        raise OSError(
+        raise DiskFullError(
             errno.ENOSPC,
             f"{path}: no space left on device ({free / 1e6:.1f} MB free, the next write needs about "
             f"{(2 * needed + SPACE_MARGIN) / 1e6:.1f} MB); the {n_kept} clip(s) extracted so far are kept: free some "
@@ -701,28 +704,50 @@ def _flush(f, feats, lengths, pending: list, pending_len: list, n_done: int, ski
 # Splits (docs/method.md §2) and the one call that gets a notebook its data
 
 
+#: The fraction of each class's clean (labelled) training clips held out for validation, in every dataset's splits.
+VAL_FRACTION = 0.15
+
+
+def stratified_draw(
+    labels: np.ndarray, index: np.ndarray, fraction: float, rng: np.random.Generator, min_class: int = 2
+) -> np.ndarray:
+    """A seeded ``fraction`` of the clip indices ``index`` within each class: the per-class draw of every split.
+
+    ``labels`` (N,) int class of every clip; ``index`` (M,) int the clips to draw from. For each class ``c`` of
+    ``labels[index]`` in increasing order, the first ``max(1, round(fraction * n_c))`` of ``rng.permutation`` of
+    its ``n_c`` clips; a class with fewer than ``min_class`` clips gives none (``min_class=2``: a held-out split
+    never takes a class's only clip; ``min_class=1``: a subsample keeps every present class). Returns the drawn
+    indices sorted, int64. The classes are drawn in one order from one ``rng``, so a fixed seed gives fixed
+    clips, and with one seed a smaller ``fraction`` gives a subset of a larger one's.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    of_index = np.asarray(labels)[index]
+    held = []
+    for c in np.unique(of_index):
+        members = rng.permutation(index[of_index == c])
+        n = max(1, int(round(fraction * len(members)))) if len(members) >= min_class else 0
+        held.extend(members[:n].tolist())
+    return np.array(sorted(held), dtype=np.int64)
+
+
 def paper_splits(
-    train: FeatureSet, test: FeatureSet, seed: int = PAPER_SEED, clean_val_fraction: float = 0.15
+    train: FeatureSet, test: FeatureSet, seed: int = PAPER_SEED, clean_val_fraction: float = VAL_FRACTION
 ) -> dict[str, FeatureSet]:
     """The splits of docs/method.md §2 as feature sets.
 
     ``pretrain``: the noisy train subset (its labels are not used by pre-training; they are the noisy-label
     task's training labels); ``val``: the clean train subset (model selection); ``test``; and the clean
-    downstream task's ``clean_train`` / ``clean_val``: a seeded permutation of the clean clips, split
-    85/15 within each class so that every class with two or more clips has a validation clip. Unlike the
-    released code, ``clean_val`` holds no clip of ``clean_train`` (docs/released-code.md).
+    downstream task's ``clean_train`` / ``clean_val``: the clean clips split 85/15 within each class
+    (:func:`stratified_draw` seeded by ``seed``) so that every class with two or more clips has a validation clip.
+    Unlike the released code, ``clean_val`` holds no clip of ``clean_train`` (docs/released-code.md).
     """
     if not 0 < clean_val_fraction < 1:
         raise ValueError(f"clean_val_fraction must be in (0, 1), got {clean_val_fraction}")
     if train.classes != test.classes:
         raise ValueError(f"train and test have different class lists: {train.classes} vs {test.classes}")
-    rng = np.random.default_rng(seed)
-    clean = np.flatnonzero(train.clean)
-    val_idx = []
-    for c in np.unique(train.labels[clean]):
-        members = rng.permutation(clean[train.labels[clean] == c])
-        n_val = max(1, int(round(clean_val_fraction * len(members)))) if len(members) >= 2 else 0
-        val_idx.extend(members[:n_val].tolist())
+    val_idx = stratified_draw(
+        train.labels, np.flatnonzero(train.clean), clean_val_fraction, np.random.default_rng(seed)
+    )
     in_val = np.zeros(len(train), dtype=bool)
     in_val[val_idx] = True
     return {

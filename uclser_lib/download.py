@@ -20,7 +20,7 @@ A mirror (a folder served over HTTP holding the same file names) replaces every 
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import hashlib
 import os
 import shutil
@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .released import RELEASED_SHA256
-from .runtime import data_root
+from .runtime import data_root, disk_full_error
 
 __all__ = [
     "DATASETS",
@@ -155,10 +155,6 @@ def _digest(path: Path, algo: str) -> str:
     return h.hexdigest()
 
 
-def _no_space(err: OSError) -> bool:
-    return getattr(err, "errno", None) == errno.ENOSPC
-
-
 def fetch(url: str, dest, checksum: str | None = None, algo: str = "md5", progress: bool = True, timeout=60) -> Path:
     """Download ``url`` to ``dest``, resumably, and verify its ``checksum`` before ``dest`` appears.
 
@@ -167,7 +163,8 @@ def fetch(url: str, dest, checksum: str | None = None, algo: str = "md5", progre
     file whose checksum matches is renamed to ``dest``; a mismatching one is deleted. An existing ``dest``
     with the right checksum is kept as it is. Raises :class:`DownloadError` (one line, naming the URL) on an
     unreachable URL, an HTTP error, a connection cut off midway (the partial file is kept for the resume), a
-    wrong checksum, or a full disk ("no space left on device"; the partial file is kept for the resume).
+    wrong checksum, or a full disk (also a quota or file-size limit, :func:`~uclser_lib.runtime.disk_full_error`:
+    "no space left on device"; the partial file is kept for the resume).
     """
     dest = Path(dest)
     if dest.is_file() and (checksum is None or _digest(dest, algo) == checksum):
@@ -218,7 +215,7 @@ def fetch(url: str, dest, checksum: str | None = None, algo: str = "md5", progre
                     got += len(block)
                     bar.update(len(block))
         except OSError as err:
-            if _no_space(err):
+            if disk_full_error(err, part) is not None:
                 kept = part.stat().st_size if part.exists() else 0  # on disk, with the block cut short by the full disk
                 raise DownloadError(
                     f"no space left on device while writing {part} from {url}; {kept} bytes kept there, free some "
@@ -269,12 +266,19 @@ def unpack(archive, dest, must_have=(), progress: bool = True) -> Path:
     """
     archive, dest = Path(archive), Path(dest)
     tmp = dest.with_name(f".{dest.name}.unpacking")
-    made = _missing_parents(dest)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with _scratch(tmp, _missing_parents(dest)):
+        tmp.mkdir(parents=True)
         _extract(archive, tmp, progress)
         return _place(archive, tmp, dest, must_have)
+
+
+@contextlib.contextmanager
+def _scratch(tmp: Path, made: list[Path]):
+    """``tmp`` (a temporary folder, removed first if a killed run left it) is removed when the block ends; when the
+    block fails, so are the folders of ``made`` (:func:`_missing_parents`) that are left empty."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(made)
@@ -316,7 +320,7 @@ def _extract(archive: Path, into: Path, progress: bool) -> None:
     except DownloadError:
         raise
     except OSError as err:
-        if _no_space(err):
+        if disk_full_error(err, archive) is not None:
             raise DownloadError(
                 f"no space left on device while unpacking {archive} into {into.parent}; free some space and rerun "
                 "the same command (the archive is kept: it is unpacked again, not downloaded again)"
@@ -374,8 +378,7 @@ def download_dataset(
         unpack(archives[0], dest, layout.must_have, progress)
     else:  # FSDnoisy18k: one zip per top folder, all into one temporary folder, renamed into place at the end
         tmp = dest.with_name(f".{dest.name}.unpacking-all")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with _scratch(tmp, made):
             for a in archives:
                 unpack(a, tmp / a.stem, (), progress)
                 inner = tmp / a.stem / a.stem  # FSDnoisy18k.meta.zip holds FSDnoisy18k.meta/
@@ -384,12 +387,6 @@ def download_dataset(
                     shutil.rmtree(tmp / a.stem)
                     os.replace(tmp / f"{a.stem}.inner", tmp / a.stem)
             _place(downloads, tmp, dest, layout.must_have)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            _remove_empty(made)
-            raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     if not keep_archives:
         for a in archives:
             a.unlink(missing_ok=True)

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import EVAL_HOP, FeatureSet
-from .embed import embed_eval_patches
+from .data import EVAL_HOP, FeatureSet, stratified_draw
+from .embed import cached_eval_patches, embed_eval_patches
 from .metrics import clip_metrics, clip_predictions
 from .models import Encoder
 from .runtime import PAPER_SEED, pick_device
@@ -55,6 +55,7 @@ __all__ = [
     "SupervisedConfig",
     "finetune",
     "linear_eval",
+    "lr_milestones",
     "run_seeds",
     "score_model",
     "subsample_per_class",
@@ -63,6 +64,18 @@ __all__ = [
 
 #: The downstream tasks: split names of :func:`~uclser_lib.data.paper_splits` as (train, val, test).
 TASKS = {"noisy": ("pretrain", "val", "test"), "clean": ("clean_train", "clean_val", "test")}
+
+#: Where the downstream learning rate drops (x ``gamma``), as fractions of the epochs (docs/method.md §9).
+LR_DROPS = (0.4, 0.8)
+
+
+def lr_milestones(epochs: int, fractions: tuple[float, ...] = LR_DROPS) -> list[int]:
+    """The 1-based epochs after which the learning rate drops: ``int(epochs * f)`` for each fraction, at least 1
+    (a run of 1 or 2 epochs still drops once), e.g. ``lr_milestones(100) == [40, 80]``, ``lr_milestones(2) == [1, 1]``.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs: expected an integer >= 1, got {epochs!r}")
+    return [max(1, int(epochs * f)) for f in fractions]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,12 +127,20 @@ class FinetuneConfig(SupervisedConfig):
     encoder by :func:`linear_eval` (linear evaluation's lr 0.1, lr x0.1 at 40 % and 80 % of them, the epoch
     of best validation accuracy kept); 0 starts fine-tuning from the fresh classifier (docs/method.md §9, the
     released recipe).
+
+    ``bn``: what BatchNorm does during the fine-tuning epochs. ``"train"`` (the default, the released recipe):
+    train mode, so each batch is normalised with its own statistics and the running statistics are updated.
+    ``"frozen"``: every BatchNorm layer stays in eval mode while the rest trains: batches are normalised with
+    the stored running statistics, which are not updated (``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` end as they started); the BatchNorm affine weight and bias still train. Scoring is
+    in eval mode either way. ``ValueError`` for any other value.
     """
 
     lr: float = 0.01
     probe_epochs: int = 100
     bf16: bool = True
     channels_last: bool = True
+    bn: str = "train"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -127,6 +148,8 @@ class FinetuneConfig(SupervisedConfig):
             raise ValueError(
                 f"probe_epochs must be >= 0 (0: no linear probe before fine-tuning), got {self.probe_epochs}"
             )
+        if self.bn not in ("train", "frozen"):
+            raise ValueError(f"bn: expected 'train' or 'frozen', got {self.bn!r}")
 
 
 @dataclass
@@ -211,13 +234,8 @@ def subsample_per_class(fs: FeatureSet, fraction: float, seed: int = PAPER_SEED)
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1] (e.g. 0.05 for 5 % of the labels), got {fraction}")
-    rng = np.random.default_rng(seed)
-    labels = fs.labels
-    keep = []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        keep.extend(members[: max(1, int(round(fraction * len(members))))].tolist())
-    return fs.subset(np.sort(keep))
+
+    return fs.subset(stratified_draw(fs.labels, np.arange(len(fs)), fraction, np.random.default_rng(seed), min_class=1))
 
 
 def run_seeds(fn, seeds) -> tuple[float, float]:
@@ -390,6 +408,7 @@ def linear_eval(
     progress: bool = True,
     cached: bool = True,
     embedding_cache: dict | None = None,
+    disk_cache: bool = True,
 ) -> DownstreamResult:
     """Linear evaluation of a frozen ``encoder``: train ``Linear(embedding_dim, n_classes)`` with cross-entropy.
 
@@ -400,8 +419,10 @@ def linear_eval(
     the encoder on the drawn patches every epoch (the slow reference path: same draws, same result up to
     float rounding). ``embedding_cache``: a dict shared by calls with the same frozen encoder (same weights,
     ``mean`` and ``std``): sets whose clips were embedded before (the same tensors, e.g. relabelled by
-    ``FeatureSet.with_labels``) are not embedded again. Returns a :class:`DownstreamResult` whose ``model`` is a
-    :class:`LinearProbe`.
+    ``FeatureSet.with_labels``) are not embedded again. ``disk_cache``: also keep and reuse the embeddings on disk
+    (:func:`~uclser_lib.embed.cached_eval_patches`, keyed by the encoder's weights and the features: the encoder is
+    frozen, so the stored arrays are exactly those it would give again; ``False`` always runs the encoder).
+    Returns a :class:`DownstreamResult` whose ``model`` is a :class:`LinearProbe`.
     """
     cfg = cfg or LinearEvalConfig()
     device = pick_device(device)
@@ -414,8 +435,8 @@ def linear_eval(
         key = (id(fs.clips.data), id(fs.clips.offsets), str(device))  # the entry keeps both alive: ids stay unique
         if embedding_cache is not None and key in embedding_cache:
             return embedding_cache[key][1:]
-        emb, clip_index = embed_eval_patches(
-            encoder.embed, fs.clips, mean, std, device, progress=progress, desc=f"embedding {name}"
+        emb, clip_index = cached_eval_patches(
+            encoder, fs.clips, mean, std, device, progress=progress, desc=f"embedding {name}", cache=disk_cache
         )
         if emb.shape[1] != dim:
             raise ValueError(f"encoder.embed gives {emb.shape[1]}-d embeddings but encoder.embedding_dim is {dim}")
@@ -475,8 +496,10 @@ def finetune(
     With ``cfg.probe_epochs`` > 0 the classifier is first fitted on the frozen encoder (:func:`linear_eval`),
     then everything is trained from there. The caller's encoder is not modified. One random patch per clip
     per epoch (docs/method.md §4), normalised with ``mean`` / ``std``, no augmentation. For the supervised
-    baseline pass a fresh :func:`~uclser_lib.models.build_encoder`. Returns a :class:`DownstreamResult` whose
-    ``model`` is the fine-tuned encoder at the best validation epoch (``history``: the fine-tuning epochs).
+    baseline pass a fresh :func:`~uclser_lib.models.build_encoder`. ``cfg.bn`` ``"frozen"`` keeps every BatchNorm
+    layer in eval mode while training (stored statistics used, not updated; affine weights trained). Returns a
+    :class:`DownstreamResult` whose ``model`` is the fine-tuned encoder at the best validation epoch (``history``:
+    the fine-tuning epochs).
     """
     cfg = cfg or FinetuneConfig()
     device = pick_device(device)
@@ -501,7 +524,7 @@ def finetune(
             batch_size=cfg.batch_size,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
-            milestones=[int(e * 0.4), int(e * 0.8)],
+            milestones=lr_milestones(e),
             gamma=cfg.gamma,
             seed=cfg.seed,
             test_every_epoch=False,
@@ -524,7 +547,29 @@ def finetune(
         with autocast:
             return score_model(model, {"val": val, "test": test}[split], mean, std, device)
 
+    trained = model
+    if cfg.bn == "frozen":
+
+        class FrozenBatchNorm(nn.Module):
+            """``model`` whose ``train()`` puts its BatchNorm layers back in eval mode (the training loop calls it
+            every epoch); same parameters, in the same order."""
+
+            def __init__(self, net: nn.Module):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return self.net(x)
+
+            def train(self, mode: bool = True):
+                super().train(mode)
+                for m in self.net.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+                return self
+
+        trained = FrozenBatchNorm(model)
     best_epoch, val_m, test_m, history = _fit(
-        model, batch_input, packed.labels, score, cfg, generator, device, autocast, progress, "fine-tune"
+        trained, batch_input, packed.labels, score, cfg, generator, device, autocast, progress, "fine-tune"
     )
     return DownstreamResult(model, history, best_epoch, val_m, test_m, list(train.classes), cfg.to_dict())

@@ -1,12 +1,14 @@
-"""The course's experiments: does pre-training help? Pre-trained vs random init, over seeds.
+"""The course's experiments: does pre-training help? Pre-trained vs random init and the baselines, over seeds.
 
-:func:`compare_inits` runs linear evaluation (frozen encoder, noisy-label task split) and end-to-end
-fine-tuning on both downstream tasks (noisy labels; few clean labels) from the pre-trained encoder and
-from a random initialisation of the same architecture, for several seeds, and summarises the test
-balanced accuracy at the best validation epoch as mean and spread. :func:`label_efficiency` does the
-same for a growing fraction of the clean labels, and :func:`label_noise` for noisy labels relabelled at
-several wrong-label rates (course dataset only: it needs the true classes); both by fine-tuning or by
-linear evaluation (``stage="linear"``: the frozen encoder embeds each set once, then only a linear layer
+:func:`compare` runs one :class:`Protocol` (a recipe for a whole results table, every choice made on validation):
+linear evaluation (frozen encoder, noisy-label task split) and end-to-end fine-tuning on both downstream tasks
+(noisy labels; few clean labels) from the pre-trained encoder, from a random initialisation of the same
+architecture and from the baselines of :data:`STAGE_INITS`, for several seeds, and reports the test balanced
+accuracy at the best validation epoch with the gains over each baseline. :func:`cross_validate` evaluates an
+encoder over the folds of a real dataset (ESC-50's official 5-fold cross-validation; a folder's one seeded split).
+:func:`label_efficiency` trains on a growing fraction of the clean labels, and :func:`label_noise` on noisy labels
+relabelled at several wrong-label rates (course dataset only: it needs the true classes); both by fine-tuning or
+by linear evaluation (``stage="linear"``: the frozen encoder embeds each set once, then only a linear layer
 trains).
 """
 
@@ -16,15 +18,27 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .baselines import BandStats, recalibrate_batchnorm
 from .data import FeatureSet
-from .downstream import FinetuneConfig, LinearEvalConfig, finetune, linear_eval, subsample_per_class, task_splits
+from .downstream import (
+    FinetuneConfig,
+    LinearEvalConfig,
+    finetune,
+    linear_eval,
+    lr_milestones,
+    subsample_per_class,
+    task_splits,
+)
 from .models import Encoder, build_encoder
 from .results import BASELINES, gains, summarise
+
+if TYPE_CHECKING:
+    from .folders import RealDataset
 
 __all__ = [
     "CURVE_INITS",
@@ -32,12 +46,12 @@ __all__ = [
     "STAGE_INITS",
     "Protocol",
     "compare",
-    "compare_inits",
+    "cross_validate",
     "label_efficiency",
     "label_noise",
 ]
 
-#: The stages of :func:`compare_inits`: (stage, task of :data:`~uclser_lib.downstream.TASKS`).
+#: The stages of :func:`compare`: (stage, task of :data:`~uclser_lib.downstream.TASKS`).
 STAGES = (("linear", "noisy"), ("finetune", "noisy"), ("finetune", "clean"))
 
 
@@ -73,41 +87,6 @@ def _run(
         "val_balanced": res.val["balanced"],
         "best_epoch": res.best_epoch,
     }
-
-
-def compare_inits(
-    encoder: Encoder,
-    mean: float,
-    std: float,
-    splits: dict[str, FeatureSet],
-    seeds=(0,),
-    stages=STAGES,
-    linear_cfg: LinearEvalConfig | None = None,
-    finetune_cfg: FinetuneConfig | None = None,
-    device=None,
-    progress=False,
-) -> dict:
-    """Pre-trained ``encoder`` vs the same architecture at random init, for each stage and seed.
-
-    ``mean`` / ``std``: the pre-training normalisation (used for both inits). Returns ``{"rows": [...],
-    "summary": [...]}``: one row per (init, stage, task, seed) with test/val balanced accuracy (%) and the
-    best epoch; the summary gives mean and std over seeds.
-    """
-    arch = _arch_name(encoder)
-    rows = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        inits = {
-            "pretrained": encoder,
-            "random": build_encoder(_arch_name(encoder), n_classes=encoder.classifier().out_features),
-        }
-        for init, enc in inits.items():
-            for stage, task in stages:
-                out = _run(
-                    stage, enc, mean, std, task_splits(splits, task), seed, linear_cfg, finetune_cfg, device, progress
-                )
-                rows.append(dict(arch=arch, init=init, stage=stage, task=task, seed=seed, **out))
-    return {"rows": rows, "summary": summarise(rows)}
 
 
 @dataclass(frozen=True)
@@ -148,7 +127,7 @@ class Protocol:
         kw = dict(
             epochs=self.epochs,
             batch_size=self.batch_size,
-            milestones=[int(self.epochs * 0.4), int(self.epochs * 0.8)],
+            milestones=lr_milestones(self.epochs),
             seed=seed,
             test_every_epoch=False,
             **setting,
@@ -245,6 +224,54 @@ def compare(
         "gains": [g for b in baselines for g in gains(rows, b)],
         "recipe": protocol.to_dict(),
     }
+
+
+def cross_validate(
+    spec: str,
+    dataset: RealDataset,
+    stages=("linear",),
+    inits=("pretrained", "random"),
+    seeds=(0,),
+    folds=None,
+    linear_cfg: LinearEvalConfig | None = None,
+    finetune_cfg: FinetuneConfig | None = None,
+    device=None,
+    progress: bool = False,
+) -> dict:
+    """Linear evaluation and/or fine-tuning of encoder ``spec`` on each fold, test scores averaged over folds.
+
+    ``dataset``: a :class:`~uclser_lib.folders.RealDataset`. ESC-50: its official 5-fold protocol: train on four
+    folds (85 / 15 stratified train / validation, for model selection), test on the fifth, each fold in turn; the
+    result is the mean over folds. A folder: its one seeded split (fold 0). ``folds``: these folds only (default
+    :meth:`~uclser_lib.folders.RealDataset.fold_ids`). ``spec``: anything
+    :func:`~uclser_lib.pretrained.load_encoder` accepts; ``"random"`` in ``inits`` adds the same architecture at
+    random init. ``stages``: "linear" and/or "finetune", with ``linear_cfg`` / ``finetune_cfg`` (their seed replaced
+    by each seed). Returns ``{"rows": [...], "summary": [...]}``: one row per (fold, seed, init, stage) with test
+    and validation balanced accuracy (%), test top-1 and the best epoch; the summary gives mean and std of test
+    balanced accuracy (``mean_top1`` / ``std_top1``: of top-1) over folds and seeds.
+    """
+    from .pretrained import load_encoder
+
+    rows = []
+    for fold in folds or dataset.fold_ids():
+        for seed in seeds:
+            s = dataset.splits(seed, test_fold=fold or None)
+            encoder, mean, std = load_encoder(spec, s["pretrain"])
+            arch = _arch_name(encoder)
+            torch.manual_seed(seed)
+            candidates = {"pretrained": encoder, "random": build_encoder(arch, n_classes=len(dataset.classes))}
+            sets = (s["clean_train"], s["clean_val"], s["test"])
+            for init in inits:
+                for stage in stages:
+                    out = _run(
+                        stage, candidates[init], mean, std, sets, seed, linear_cfg, finetune_cfg, device, progress
+                    )
+                    rows.append(dict(arch=arch, init=init, stage=stage, task="clean", fold=fold, seed=seed, **out))
+    summary = summarise(rows)  # mean and std of test balanced accuracy over folds (and seeds)
+    top1 = summarise([dict(r, test_balanced=r["test_top1"]) for r in rows])
+    for row, t in zip(summary, top1):
+        row.update(mean_top1=t["mean"], std_top1=t["std"])
+    return {"rows": rows, "summary": summary}
 
 
 #: The inits a label curve compares: linear evaluation adds the fair random-features baseline (``random_bn``);
@@ -370,6 +397,13 @@ def label_noise(
     )
 
 
+#: The architecture name (:data:`~uclser_lib.models.ARCHITECTURES`) of each encoder class.
+_ARCH_OF = {"ResNet18": "resnet18", "VGGLike": "vgglike", "CRNN": "crnn"}
+
+
 def _arch_name(encoder: Encoder) -> str:
-    names = {"ResNet18": "resnet18", "VGGLike": "vgglike", "CRNN": "crnn"}
-    return names[type(encoder).__name__]
+    """The :func:`~uclser_lib.models.build_encoder` name of ``encoder``'s architecture ("resnet18", ...)."""
+    name = type(encoder).__name__
+    if name not in _ARCH_OF:
+        raise ValueError(f"{name}: not an encoder of uclser_lib.models; expected one of {sorted(_ARCH_OF)}")
+    return _ARCH_OF[name]

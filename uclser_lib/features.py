@@ -11,7 +11,11 @@ Two paths compute the same thing:
 Resampling (step 1) uses soxr's "HQ" filter, the one librosa uses, when the ``soxr`` package is
 importable, else torchaudio's Kaiser-windowed sinc tuned to follow it (:func:`resample`); both agree
 with the reference features within tolerance, so the backend is not a feature parameter.
-librosa, soundfile and soxr are imported only where files are read, so training code needs none of them.
+The way back, :func:`logmel_to_audio` (log-mel -> sound by mel inversion and Griffin-Lim, as torchaudio keeps
+``InverseMelScale`` beside its transforms), lets the course listen to features and augmented views.
+
+librosa, soundfile and soxr are imported only where files are read or sound is rebuilt, so training code needs
+none of them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import torchaudio.functional as AF  # noqa: E402
 __all__ = [
     "DEFAULT_PARAMS",
     "DOWNMIX_LOSS_DB",
+    "N_MELS",
     "RESAMPLERS",
     "AudioError",
     "LogMel",
@@ -46,11 +51,17 @@ __all__ = [
     "extract_many",
     "load_audio",
     "logmel_from_waveforms",
+    "logmel_to_audio",
+    "nonneg_lstsq",
     "prepare_waveform",
     "resample",
     "resampler_in_use",
     "stft_power",
 ]
+
+
+#: Mel bands of the features (docs/method.md §3): the F of every (T, F) clip and (101, F) patch. Defined here only.
+N_MELS = 96
 
 
 @dataclass(frozen=True)
@@ -61,14 +72,14 @@ class LogMelParams:
     n_fft: int = 2048
     win_length: int = 660
     hop_length: int = 220
-    n_mels: int = 96
+    n_mels: int = N_MELS
     fmin: float = 50.0
     fmax: float = 10500.0
     min_seconds: float = 1.0  # shorter clips are tiled up to this length
     peak_offset: float = 0.005  # y / (max|y| + peak_offset)
     eps: float = 1.1e-8  # added to the waveform before the STFT and to the mel energies before log10
     # torchaudio's Kaiser-windowed sinc resampler, used where soxr is absent, tuned to follow librosa's default
-    # soxr "HQ" filter, which the released features used (tests/test_features_cpu.py holds both resamplers to the
+    # soxr "HQ" filter, which the released features used (tests/test_features.py holds both resamplers to the
     # released features: within 0.05 log10 units on the 44.1 kHz reference clip)
     resample_width: int = 64
     resample_rolloff: float = 0.96
@@ -450,3 +461,68 @@ def extract_many(
             feats = iter(logmel_from_waveforms(waves, params, device, module) if waves else [])
             batch = [(i, None if err else next(feats), err, sec) for i, _, err, sec in batch]
         yield from batch
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The way back: log-mel -> sound
+
+
+def nonneg_lstsq(A: np.ndarray, B: np.ndarray, n_iter: int = 100) -> np.ndarray:
+    """Non-negative X (n, k) approximately minimising ||A X - B||^2 for non-negative A (m, n), B (m, k).
+
+    Lee and Seung's multiplicative updates from X = A^T B: each step multiplies X by A^T B / (A^T A X),
+    so X stays non-negative. ``n_iter`` steps; more steps approach the non-negative least-squares optimum
+    (the problem librosa's ``nnls`` solves with L-BFGS-B). Returns X as float64.
+    """
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
+        raise ValueError(f"nonneg_lstsq expects A (m, n) and B (m, k), got shapes {A.shape} and {B.shape}")
+    if (A < 0).any() or (B < 0).any() or not (np.isfinite(A).all() and np.isfinite(B).all()):
+        raise ValueError("nonneg_lstsq needs finite, non-negative A and B (multiplicative updates)")
+    AtB = A.T @ B
+    X = AtB.copy()
+    tiny = np.finfo(X.dtype).tiny
+    for _ in range(n_iter):
+        X *= AtB / np.maximum(A.T @ (A @ X), tiny)
+    return X
+
+
+def logmel_to_audio(logmel, n_iter: int = 32, seed: int = 0, params: LogMelParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Sound from a log10 mel spectrogram (T, ``params.n_mels``), by mel inversion: float32 samples
+    (hop x (T - 1),) at ``params.sr`` Hz (hop = ``params.hop_length``).
+
+    The steps of librosa's ``mel_to_audio`` with the feature parameters (docs/method.md §3: n_fft 2048,
+    hop 220, periodic Hamming of 660, centred reflect frames, Slaney mel without normalisation,
+    50-10,500 Hz, power 2): the mel power is mapped back to an STFT power by non-negative least squares
+    (:func:`nonneg_lstsq`, in place of librosa's ``nnls``), then ``n_iter`` Griffin-Lim iterations
+    (``librosa.griffinlim``) run from random phases drawn with ``seed`` (``mel_to_audio`` cannot be seeded).
+    The same ``logmel``, ``n_iter`` and ``seed`` give the same samples.
+    """
+    import librosa  # imported here: training code needs no audio package
+
+    x = np.asarray(logmel, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != params.n_mels or len(x) < 2:
+        raise ValueError(
+            f"logmel_to_audio expects a log-mel spectrogram (frames >= 2, {params.n_mels}), got shape {x.shape}"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError("logmel_to_audio: the log-mel spectrogram holds NaN or inf")
+    if isinstance(n_iter, (bool, np.bool_)) or int(n_iter) != n_iter or n_iter < 1:
+        raise ValueError(f"logmel_to_audio: n_iter must be an integer >= 1, got {n_iter!r}")
+    basis = librosa.filters.mel(
+        sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax, htk=False, norm=None
+    ).astype(np.float64)  # (bands, bins), each triangle peaks at 1
+    mel = np.maximum(10.0**x - params.eps, 0.0).T  # (bands, frames) power
+    power = nonneg_lstsq(basis, mel)
+    y = librosa.griffinlim(
+        np.sqrt(power),
+        n_iter=int(n_iter),
+        hop_length=params.hop_length,
+        win_length=params.win_length,
+        n_fft=params.n_fft,
+        window="hamming",
+        center=True,
+        pad_mode="reflect",
+        random_state=np.random.default_rng(seed),
+    )
+    return y.astype(np.float32)

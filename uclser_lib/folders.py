@@ -1,9 +1,10 @@
 """Real audio as a course dataset: ESC-50 and your own folders, turned into the same feature files and splits.
 
-:func:`prepare_esc50` and :func:`prepare_folder` give a :class:`RealDataset`, which answers like
-:class:`uclser_lib.datasets.Course` (``root``, ``train``, ``test``, ``name``, ``splits(seed)``), so ``pretrain``,
-``linear-eval --task clean``, ``finetune --task clean`` and the notebooks run on it unchanged;
-:func:`cross_validate` is the evaluation over folds (ESC-50's official 5-fold protocol).
+:func:`prepare_esc50` and :func:`prepare_folder` give a :class:`RealDataset`, which is a
+:class:`uclser_lib.datasets.PreparedDataset` as :class:`uclser_lib.datasets.Course` is, so ``pretrain``,
+``linear-eval --task clean``, ``finetune --task clean`` and the notebooks run on it unchanged; its folds
+(:meth:`RealDataset.fold_ids`) are what :func:`uclser_lib.experiments.cross_validate` evaluates over (ESC-50's
+official 5-fold protocol).
 
 Your own folder, ``ROOT``, holds class folders (``ROOT/<class>/*.wav``, labelled) or ``ROOT/labelled/<class>/...``
 and/or ``ROOT/unlabelled/`` (any audio under it, at any depth, for pre-training only). WAV, FLAC and OGG at any
@@ -32,7 +33,7 @@ import h5py
 import numpy as np
 import torch
 
-from .data import ClipMeta, FeatureSet, PackedClips, extract_split, load_features
+from .data import VAL_FRACTION, ClipMeta, FeatureSet, PackedClips, extract_split, load_features, stratified_draw
 from .features import DEFAULT_PARAMS, AudioError
 from .runtime import PAPER_SEED, data_root
 
@@ -42,7 +43,6 @@ __all__ = [
     "FolderError",
     "RealDataset",
     "check_verified",
-    "cross_validate",
     "features_dir_of",
     "prepare_esc50",
     "prepare_folder",
@@ -53,8 +53,9 @@ __all__ = [
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
-#: Fractions of each class held out for test (folders only) and, of the rest, for validation.
-TEST_FRACTION, VAL_FRACTION = 0.2, 0.15
+#: The fraction of each class held out for test (folders only); of the rest, :data:`~uclser_lib.data.VAL_FRACTION`
+#: is held out for validation.
+TEST_FRACTION = 0.2
 
 
 class FolderError(ValueError):
@@ -84,7 +85,8 @@ class _FileList:
 
 @dataclass
 class RealDataset:
-    """A real dataset's features: ``labelled`` (all labelled clips), ``unlabelled`` (or None), ESC-50's ``folds``."""
+    """A real dataset's features: ``labelled`` (all labelled clips, or None), ``unlabelled`` (or None), ESC-50's
+    ``folds``; a :class:`uclser_lib.datasets.PreparedDataset`."""
 
     root: Path
     name: str
@@ -131,7 +133,7 @@ class RealDataset:
                 raise FolderError(f"{self.name}: no fold {fold} (folds: {sorted(set(self.folds.tolist()))})")
             return self.folds == fold
         mask = np.zeros(len(lab), dtype=bool)
-        mask[_stratified(lab, np.arange(len(lab)), TEST_FRACTION, np.random.default_rng(seed + 1))] = True
+        mask[stratified_draw(lab.labels, np.arange(len(lab)), TEST_FRACTION, np.random.default_rng(seed + 1))] = True
         return mask
 
     @property
@@ -162,7 +164,7 @@ class RealDataset:
         _check_class_sizes(lab, self.root, 3 if self.folds is None else 2)
         in_test = self._test_mask(seed, test_fold)
         rest = np.flatnonzero(~in_test)
-        val = _stratified(lab, rest, VAL_FRACTION, np.random.default_rng(seed))
+        val = stratified_draw(lab.labels, rest, VAL_FRACTION, np.random.default_rng(seed))
         train = np.setdiff1d(rest, val)
         out = {
             "test": lab.subset(in_test),
@@ -203,7 +205,7 @@ class RealDataset:
                 test_what = (
                     f"fold {self.test_fold or int(self.folds.max())} (crossval: each of folds {self.fold_ids()})"
                     if self.folds is not None
-                    else "a seeded stratified 20 % per class"
+                    else f"a seeded stratified {TEST_FRACTION * 100:.0f} % per class"
                 )
                 pre = (
                     "the unlabelled part"
@@ -221,17 +223,6 @@ class RealDataset:
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} unreadable file(s): " + "; ".join(self.skipped[:5]))
         return "\n".join(lines)
-
-
-def _stratified(lab: FeatureSet, index: np.ndarray, fraction: float, rng) -> np.ndarray:
-    """A seeded ``fraction`` of ``index`` within each class (at least one clip of a class with two or more)."""
-    held = []
-    labels = lab.labels[index]
-    for c in np.unique(labels):
-        members = rng.permutation(index[labels == c])
-        n = max(1, int(round(fraction * len(members)))) if len(members) >= 2 else 0
-        held.extend(members[:n].tolist())
-    return np.array(sorted(held), dtype=np.int64)
 
 
 def _check_class_sizes(lab: FeatureSet, root: Path, need: int) -> None:
@@ -430,7 +421,8 @@ def check_verified(train: FeatureSet, root, stacklevel: int = 2) -> bool:
     if train.clean.all():
         warnings.warn(
             f"{root}: train.csv lists no unverified (noisy) clip; pre-training uses the {int(train.clean.sum())} "
-            "clean train clips minus a 15 % validation split, and the noisy-label task is the clean-label task",
+            f"clean train clips minus a {VAL_FRACTION * 100:.0f} % validation split, and the noisy-label task is "
+            "the clean-label task",
             stacklevel=stacklevel + 1,
         )
         return True
@@ -446,86 +438,8 @@ def splits_without_noisy(train: FeatureSet, test: FeatureSet, root, seed: int = 
     """
     check_verified(train, root, stacklevel=2)
     idx = np.flatnonzero(train.clean)
-    val = _stratified(train, idx, VAL_FRACTION, np.random.default_rng(seed))
+    val = stratified_draw(train.labels, idx, VAL_FRACTION, np.random.default_rng(seed))
     tr = np.setdiff1d(idx, val)
     out = {"test": test, "clean_train": train.subset(tr), "clean_val": train.subset(val)}
     out.update(val=out["clean_val"], pretrain=out["clean_train"])
     return out
-
-
-def cross_validate(
-    spec: str,
-    dataset: RealDataset,
-    stages=("linear",),
-    inits=("pretrained", "random"),
-    seeds=(0,),
-    folds=None,
-    linear_cfg=None,
-    finetune_cfg=None,
-    device=None,
-    progress: bool = False,
-) -> dict:
-    """Linear evaluation and/or fine-tuning of encoder ``spec`` on each fold, test scores averaged over folds.
-
-    ESC-50: its official 5-fold protocol: train on four folds (85 / 15 stratified train / validation, for model
-    selection), test on the fifth, each fold in turn; the result is the mean over folds. A folder: its one seeded
-    split (fold 0). ``spec``: anything :func:`~uclser_lib.pretrained.load_encoder` accepts; ``"random"`` in
-    ``inits`` adds the same architecture at random init. Returns ``{"rows": [...], "summary": [...]}``.
-    """
-    import copy
-    from dataclasses import replace
-
-    from .downstream import FinetuneConfig, LinearEvalConfig, finetune, linear_eval
-    from .models import build_encoder
-    from .pretrained import load_encoder
-    from .results import summarise
-
-    names = {"ResNet18": "resnet18", "VGGLike": "vgglike", "CRNN": "crnn"}
-    linear_cfg, finetune_cfg = linear_cfg or LinearEvalConfig(), finetune_cfg or FinetuneConfig()
-    rows = []
-    for fold in folds or dataset.fold_ids():
-        for seed in seeds:
-            s = dataset.splits(seed, test_fold=fold or None)
-            encoder, mean, std = load_encoder(spec, s["pretrain"])
-            arch = names[type(encoder).__name__]
-            torch.manual_seed(seed)
-            candidates = {"pretrained": encoder, "random": build_encoder(arch, n_classes=len(dataset.classes))}
-            for init in inits:
-                for stage in stages:
-                    enc = copy.deepcopy(candidates[init])
-                    sets = (s["clean_train"], s["clean_val"], s["test"])
-                    if stage == "linear":
-                        res = linear_eval(
-                            enc, mean, std, *sets, cfg=replace(linear_cfg, seed=seed), device=device, progress=progress
-                        )
-                    elif stage == "finetune":
-                        res = finetune(
-                            enc,
-                            mean,
-                            std,
-                            *sets,
-                            cfg=replace(finetune_cfg, seed=seed),
-                            device=device,
-                            progress=progress,
-                        )
-                    else:
-                        raise ValueError(f"stage must be 'linear' or 'finetune', got {stage!r}")
-                    rows.append(
-                        dict(
-                            arch=arch,
-                            init=init,
-                            stage=stage,
-                            task="clean",
-                            fold=fold,
-                            seed=seed,
-                            test_balanced=res.test["balanced"],
-                            test_top1=res.test["top1"],
-                            val_balanced=res.val["balanced"],
-                            best_epoch=res.best_epoch,
-                        )
-                    )
-    summary = summarise(rows)  # mean and std of test balanced accuracy over folds (and seeds)
-    top1 = summarise([dict(r, test_balanced=r["test_top1"]) for r in rows])
-    for row, t in zip(summary, top1):
-        row.update(mean_top1=t["mean"], std_top1=t["std"])
-    return {"rows": rows, "summary": summary}

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from .data import PATCH_FRAMES
 from .features import DEFAULT_PARAMS, LogMelParams
-from .runtime import REPO_ROOT, dataset_choice, smoke_mode
+from .runtime import dataset_choice, smoke_mode, work_root
 
 __all__ = [
     "augmentation_gallery",
@@ -28,14 +28,13 @@ __all__ = [
     "save_figure",
     "similarity_matrix",
     "spectrogram",
-    "system_figure",
     "training_curves",
     "waveform",
 ]
 
 
 def figures_dir() -> Path:
-    """``figures/`` at the repository root (created if needed).
+    """``figures/`` in :func:`~uclser_lib.runtime.work_root` (the checkout's; created if needed).
 
     In smoke mode ``build/figures-smoke/``, so tests never overwrite the committed figures. On another dataset
     than the course's (``UCLSER_DATASET``, :func:`~uclser_lib.runtime.dataset_choice`): ``build/figures-<its name>/``
@@ -44,9 +43,9 @@ def figures_dir() -> Path:
     choice = dataset_choice()
     other = f"-{Path(choice).expanduser().name}" if choice not in (None, "course") else ""
     if smoke_mode():
-        path = REPO_ROOT / f"build/figures-smoke{other}"
+        path = work_root() / f"build/figures-smoke{other}"
     else:
-        path = REPO_ROOT / (f"build/figures{other}" if other else "figures")
+        path = work_root() / (f"build/figures{other}" if other else "figures")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -100,7 +99,7 @@ def mel_filterbank(ax, fbank: np.ndarray, params: LogMelParams = DEFAULT_PARAMS,
     return ax
 
 
-def patches(ax, clip: np.ndarray, starts, length: int = 101, title: str = "", color: str = "cyan"):
+def patches(ax, clip: np.ndarray, starts, length: int = PATCH_FRAMES, title: str = "", color: str = "cyan"):
     """A clip (T, F) with the patches starting at ``starts`` (frames) outlined."""
     spectrogram(ax, clip, title=title)
     for k, s in enumerate(starts):
@@ -127,41 +126,6 @@ def dataset_overview(lengths_s: np.ndarray, labels: np.ndarray, clean: np.ndarra
     b.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return fig
-
-
-def system_figure():
-    """The method at a glance (the paper's system figure, redrawn).
-
-    clips -> patches -> mix-back -> augment -> encoder -> head -> NT-Xent.
-    """
-    fig, ax = plt.subplots(figsize=(12, 3.6))
-    ax.set(xlim=(0, 12), ylim=(0, 3.6))
-    ax.axis("off")
-
-    def box(x, y, w, h, text, color):
-        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="black", lw=1))
-        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
-
-    def arrow(x0, y0, x1, y1):
-        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, lw=1))
-
-    box(0.1, 1.4, 1.4, 0.8, "log-mel clip\n(T x 96)", "#dbe9f6")
-    for row, y in enumerate((2.5, 0.3)):
-        box(1.9, y, 1.3, 0.9, f"patch {row + 1}\n101 x 96", "#dbe9f6")
-        box(3.6, y, 1.4, 0.9, "mix-back\n+ other clip\nλ ~ U(0, α)", "#fde2c4")
-        box(5.4, y, 1.5, 0.9, "augment\ncrop, compander,\nnoise", "#fde2c4")
-        box(7.3, y, 1.3, 0.9, "encoder f\nResNet-18,\nVGG or CRNN", "#d5ecd4")
-        box(9.0, y, 1.1, 0.9, "head g\nMLP + L2", "#e8dcf2")
-        arrow(1.5, 1.8, 1.9, y + 0.4)
-        for x0, x1 in ((3.2, 3.6), (5.0, 5.4), (6.9, 7.3), (8.6, 9.0)):
-            arrow(x0, y + 0.4, x1, y + 0.4)
-        arrow(10.1, y + 0.4, 10.5, 1.8)
-    box(10.5, 1.4, 1.4, 0.8, "NT-Xent\nτ = 0.2", "#f6d5d5")
-    ax.text(7.95, 1.8, "shared\nweights", ha="center", va="center", fontsize=8, style="italic")
-    ax.set_title(
-        "Contrastive pre-training of sound event representations (after Fonseca et al., ICASSP 2021)", fontsize=10
-    )
     return fig
 
 

@@ -4,22 +4,37 @@ Each encoder is ``pretrained/<name>.pt`` (fp16 encoder weights, the projection h
 kept them, the feature mean/std and class list), listed in ``pretrained/manifest.json`` with its config, dataset,
 seed, epochs, kNN accuracy, how it was made (machine, hours) and sha256. Loading
 verifies the sha256 before unpickling anything and loads with ``weights_only=True``.
+
+``resolve_encoder`` is what notebooks 04-06 call: the shipped encoder, or the user's own (a run folder of notebook
+03 or ``python -m uclser_lib pretrain``, or an exported file; ``UCLSER_ENCODER``), with a label that says whose.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .checkpoints import load_checkpoint
 from .models import Encoder, ProjectionHead, build_encoder
-from .runtime import REPO_ROOT, describe_machine, sha256_of, write_atomic
+from .runtime import describe_machine, encoder_choice, sha256_of, shipped_dir, write_atomic
 
-__all__ = ["PRETRAINED_DIR", "export_encoder", "load_encoder", "load_head", "load_pretrained", "read_manifest"]
+__all__ = [
+    "PRETRAINED_DIR",
+    "EncoderInfo",
+    "check_encoder_spec",
+    "export_encoder",
+    "load_encoder",
+    "load_head",
+    "load_pretrained",
+    "read_manifest",
+    "resolve_encoder",
+]
 
-PRETRAINED_DIR = REPO_ROOT / "pretrained"
+#: The shipped encoders and their manifest (the checkout's ``pretrained/``, or the installed package's copy).
+PRETRAINED_DIR = shipped_dir()
 
 
 def read_manifest(folder=None) -> dict:
@@ -137,22 +152,143 @@ def load_head(name: str, folder=None, device="cpu") -> ProjectionHead:
 def load_encoder(spec: str, pretrain_set=None, device="cpu") -> tuple[Encoder, float, float]:
     """An encoder and the normalisation it expects, from ``spec``:
 
-    a name in ``pretrained/manifest.json``; the path of a pre-training ``checkpoint.pt``; ``random:<arch>``
-    (a fresh encoder, normalised with the statistics of ``pretrain_set``, the supervised baseline); or
-    ``released:<arch>`` (the authors' published encoder, ``vgglike`` or ``crnn``, from the cache folder after
-    ``python -m uclser_lib download released-encoders``, sha256-checked; normalised with ``pretrain_set``'s mean
+    a name in ``pretrained/manifest.json``; the path of a pre-training ``checkpoint.pt`` or of the run's folder
+    that holds it; an exported encoder file (``<name>.pt`` listed in a ``manifest.json`` beside it);
+    ``random:<arch>`` (a fresh encoder, normalised with the statistics of ``pretrain_set``, the supervised
+    baseline); or ``released:<arch>`` (the authors' published encoder, ``vgglike`` or ``crnn``, from the cache folder
+    after ``python -m uclser_lib download released-encoders``, sha256-checked; normalised with ``pretrain_set``'s mean
     and the std the released code divided by, :func:`uclser_lib.released.released_std`).
-    Returns ``(encoder in eval mode, mean, std)``.
+    Returns ``(encoder in eval mode, mean, std)``; :func:`resolve_encoder` returns the same encoder with what it is.
     """
-    from .data import feature_stats
+    encoder, info = _load(spec, pretrain_set, device)
+    return encoder, info.mean, info.std
 
-    if spec.startswith("released:"):
-        from .download import RELEASED_FILES, cache_dir
-        from .released import load_released_encoder, released_std
 
-        arch = spec.split(":", 1)[1]
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What :func:`resolve_encoder` loaded.
+
+    ``name``: the shipped or exported encoder's name, the run folder's name, or the spec (``random:``/``released:``).
+    ``label``: how tables and figures name it: the shipped name (``course-resnet18``), or ``"yours: <name>"`` for an
+    encoder that is not one of the shipped ``pretrained/course-<arch>``. ``arch``: its architecture. ``dataset``:
+    the dataset it was pre-trained on, None where nothing records it (a run's checkpoint that was not exported).
+    ``mean``/``std``: the feature normalisation it expects (log-mel units). ``sha256``: of the file loaded (None for
+    a random init). ``epochs``: pre-training epochs (0 for a random init, None where unknown). ``path``: the file
+    loaded (None for a random init).
+    """
+
+    name: str
+    label: str
+    yours: bool
+    arch: str
+    dataset: str | None
+    mean: float
+    std: float
+    sha256: str | None
+    epochs: int | None
+    path: Path | None
+
+
+def resolve_encoder(spec, default: str, pretrain_set=None, device="cpu") -> tuple[Encoder, EncoderInfo]:
+    """The encoder a notebook evaluates (eval mode, float32, on ``device``) and its :class:`EncoderInfo`.
+
+    ``spec``: None (then ``UCLSER_ENCODER``, :func:`uclser_lib.runtime.encoder_choice`, or else ``default``, e.g.
+    ``"course-resnet18"``), or any spec :func:`load_encoder` takes: a shipped name, a pre-training run's folder
+    (notebook 03, ``python -m uclser_lib pretrain``: its ``checkpoint.pt``), an exported encoder file, or
+    ``random:<arch>`` / ``released:<arch>`` (these need ``pretrain_set``). Raises ``FileNotFoundError`` or
+    ``ValueError`` naming the spec and what was expected.
+    """
+    chosen = spec if spec is not None else (encoder_choice() or default)
+    if not isinstance(chosen, (str, Path)) or not str(chosen).strip():
+        raise ValueError(
+            f"encoder {chosen!r}: expected a shipped name ({', '.join(sorted(read_manifest()))}), a run folder or an "
+            "exported encoder file"
+        )
+    return _load(str(chosen), pretrain_set, device)
+
+
+def _is_shipped(name: str, folder, arch: str) -> bool:
+    """The shipped encoders are ``pretrained/course-<arch>``; anything else (a run, an export) is the user's."""
+    return Path(folder).resolve() == Path(PRETRAINED_DIR).resolve() and name == f"course-{arch}"
+
+
+def _from_entry(name: str, folder, device) -> tuple[Encoder, EncoderInfo]:
+    encoder, entry = load_pretrained(name, folder=folder, device=device)
+    shipped = _is_shipped(name, folder or PRETRAINED_DIR, entry["arch"])
+    info = EncoderInfo(
+        name=name,
+        label=name if shipped else f"yours: {name}",
+        yours=not shipped,
+        arch=entry["arch"],
+        dataset=entry.get("dataset"),
+        mean=float(entry["mean"]),
+        std=float(entry["std"]),
+        sha256=entry["sha256"],
+        epochs=entry.get("epochs"),
+        path=Path(folder or PRETRAINED_DIR) / entry["file"],
+    )
+    return encoder, info
+
+
+def check_encoder_spec(spec: str) -> None:
+    """Refuse, cheaply, an encoder spec that cannot load: nothing is read but names, paths and manifests.
+
+    The accepted forms (the grammar :func:`load_encoder` and :func:`resolve_encoder` read, checked here only): a
+    shipped name (``pretrained/manifest.json``), a pre-training run's folder holding ``checkpoint.pt``, the path of
+    a ``.pt`` file (a run's checkpoint or an exported encoder), ``random:<arch>`` (``arch`` in
+    :data:`uclser_lib.models.ARCHITECTURES`) or ``released:<arch>`` (``vgglike`` or ``crnn``). Raises
+    ``ValueError`` (one line naming the spec and the accepted forms) for a spec of none of these forms, and
+    ``FileNotFoundError`` (one line naming the spec) for a path or a name that is not there.
+    """
+    _parse_spec(spec)
+
+
+def _parse_spec(spec: str) -> tuple[str, object]:
+    """The one reader of the encoder spec grammar: ``(kind, what)``, ``("released", arch)``, ``("random", arch)``,
+    ``("file", path of the .pt to read)`` or ``("shipped", name)``; errors as :func:`check_encoder_spec` says."""
+    from .download import RELEASED_FILES
+    from .models import ARCHITECTURES
+
+    forms = "a shipped name, a run folder, a checkpoint.pt or exported .pt, random:<arch> or released:<arch>"
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"encoder {spec!r}: expected {forms}")
+    kind, colon, arch = spec.partition(":")
+    if colon and kind == "released":
         if arch not in RELEASED_FILES:
             raise ValueError(f"encoder {spec!r}: the authors released {sorted(RELEASED_FILES)} only")
+        return kind, arch
+    if colon and kind == "random":
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"encoder {spec!r}: unknown architecture; expected random:<{'|'.join(ARCHITECTURES)}>")
+        return kind, arch
+    expected = "expected a shipped encoder name, a pre-training run's folder, its checkpoint.pt or an exported .pt"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"encoder {spec!r}: a folder without a checkpoint.pt; {expected}")
+        return "file", path / "checkpoint.pt"
+    if path.suffix == ".pt" and path.is_file():
+        return "file", path
+    if path.suffix == ".pt" or len(path.parts) > 1:
+        raise FileNotFoundError(f"encoder {spec!r}: no such file or folder; {expected}")
+    if spec not in read_manifest():
+        raise FileNotFoundError(
+            f"encoder {spec!r}: no shipped encoder of that name (available: {sorted(read_manifest())}), nor a "
+            f"run folder or exported .pt file of that path; or {forms}"
+        )
+    return "shipped", spec
+
+
+def _load(spec: str, pretrain_set, device) -> tuple[Encoder, EncoderInfo]:
+    """An encoder from a spec (see :func:`load_encoder`), read by :func:`_parse_spec`."""
+    from .data import feature_stats
+
+    kind, what = _parse_spec(spec)
+    if kind == "released":
+        from .download import RELEASED_FILES, cache_dir
+        from .released import RELEASED_SHA256, load_released_encoder, released_std
+
+        arch = what
         if pretrain_set is None:
             raise ValueError(f"encoder {spec!r}: a released encoder needs the pre-training set for its mean and std")
         path = cache_dir() / RELEASED_FILES[arch]
@@ -162,28 +298,51 @@ def load_encoder(spec: str, pretrain_set=None, device="cpu") -> tuple[Encoder, f
                 "the cache folder is UCLSER_CACHE, default <data root>/cache)"
             )
         mean, std = feature_stats(pretrain_set.clips)
-        return load_released_encoder(arch, path).to(device).eval(), mean, released_std(std)
+        info = EncoderInfo(
+            spec, spec, False, arch, None, mean, released_std(std), RELEASED_SHA256.get(path.name), None, path
+        )
+        return load_released_encoder(arch, path).to(device).eval(), info
 
-    if spec.startswith("random:"):
+    if kind == "random":
         if pretrain_set is None:
             raise ValueError(f"encoder {spec!r}: a random init needs the pre-training set for its mean and std")
+        arch = what
         mean, std = feature_stats(pretrain_set.clips)
-        return build_encoder(spec.split(":", 1)[1], n_classes=len(pretrain_set.classes)).to(device).eval(), mean, std
-    if spec.endswith(".pt") and Path(spec).is_file():
-        path = Path(spec)
+        encoder = build_encoder(arch, n_classes=len(pretrain_set.classes)).to(device).eval()
+        return encoder, EncoderInfo(spec, spec, False, arch, None, mean, std, None, 0, None)
+    if kind == "file":
+        path = what
         listed = {e.get("file"): n for n, e in read_manifest(path.parent).items()}
         if path.name in listed:  # an exported encoder (pretrained/<name>.pt): loaded through its manifest entry
-            encoder, info = load_pretrained(listed[path.name], folder=path.parent, device=device)
-            return encoder, info["mean"], info["std"]
-        ckpt = load_checkpoint(spec)
+            return _from_entry(listed[path.name], path.parent, device)
+        ckpt = load_checkpoint(path)
         if "config" not in ckpt or "model" not in ckpt:
             kind = "an exported encoder not listed in a manifest.json beside it" if "encoder" in ckpt else "not a run"
             raise ValueError(
                 f"{spec}: {kind} checkpoint; expected a pre-training run's checkpoint.pt or the name of an exported "
                 f"encoder in pretrained/manifest.json (available: {sorted(read_manifest())})"
             )
-        encoder = build_encoder(ckpt["config"]["arch"], n_classes=len(ckpt["classes"]))
+        arch = ckpt["config"]["arch"]
+        encoder = build_encoder(arch, n_classes=len(ckpt["classes"]))
         encoder.load_state_dict({k[len("encoder.") :]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")})
-        return encoder.to(device).eval(), ckpt["mean"], ckpt["std"]
-    encoder, info = load_pretrained(spec, device=device)
-    return encoder, info["mean"], info["std"]
+        # an export of this very state beside it (notebook 03 exports into its run folder) records the dataset
+        exports = [
+            e
+            for e in read_manifest(path.parent).values()
+            if (e.get("epochs"), e.get("config")) == (ckpt["epoch"], ckpt["config"])
+        ]
+        name = path.parent.name
+        info = EncoderInfo(
+            name=name,
+            label=f"yours: {name}",
+            yours=True,
+            arch=arch,
+            dataset=exports[0].get("dataset") if exports else None,
+            mean=float(ckpt["mean"]),
+            std=float(ckpt["std"]),
+            sha256=sha256_of(path),
+            epochs=ckpt["epoch"],
+            path=path,
+        )
+        return encoder.to(device).eval(), info
+    return _from_entry(spec, None, device)  # a shipped name

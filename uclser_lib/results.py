@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime import REPO_ROOT
+from .runtime import shipped_dir
 
 __all__ = [
     "BASELINES",
@@ -26,7 +26,7 @@ __all__ = [
     "summarise",
 ]
 
-RESULTS_DIR = REPO_ROOT / "pretrained" / "results"
+RESULTS_DIR = shipped_dir() / "results"
 #: What a pre-trained encoder is compared with: the same architecture at random initialisation (eval-mode
 #: BatchNorm statistics as initialised; for fine-tuning, training from scratch), the same with its BatchNorm
 #: statistics re-estimated on training patches (the fair random-features baseline), per-band statistics of the
@@ -194,7 +194,7 @@ def gains(rows: list[dict], baseline: str, keys=("arch", "stage", "task"), confi
         seeds = sorted(set(inits["pretrained"]) & set(inits[baseline]))
         a = [inits["pretrained"][s] for s in seeds]
         b = [inits[baseline][s] for s in seeds]
-        std = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0  # noqa: E731
+        std = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
         out.append(
             dict(zip(keys, group), baseline=baseline, seeds=seeds, pretrained=float(np.mean(a)), pretrained_std=std(a))
             | dict(baseline_mean=float(np.mean(b)), baseline_std=std(b))

@@ -17,20 +17,47 @@ import torch
 
 __all__ = [
     "PAPER_SEED",
-    "REPO_ROOT",
+    "DiskFullError",
     "check_torch_pair",
+    "checkout_root",
     "data_root",
     "dataset_choice",
     "describe_machine",
     "disk_full_error",
+    "encoder_choice",
+    "fsd_root",
     "pick_device",
     "seed_everything",
     "sha256_of",
+    "shipped_dir",
     "smoke_mode",
+    "work_root",
     "write_atomic",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def checkout_root() -> Path | None:
+    """The course repository this library runs from (a git clone, editable install), or None when the library is
+    installed as a package (``pip install .``, a wheel): the folder above the package, if it holds the course's
+    ``pyproject.toml`` and ``notebooks/``."""
+    root = _PACKAGE.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
+
+
+def work_root() -> Path:
+    """Where the course writes what it makes (``data/``, ``runs/``, ``figures/``, ``build/``): the checkout, or,
+    installed as a package, the current working directory (a notebook's folder on Colab or Kaggle)."""
+    return checkout_root() or Path.cwd()
+
+
+def shipped_dir() -> Path:
+    """The shipped encoders, their manifest and results: ``pretrained/`` of the checkout, or its copy inside the
+    installed package (``uclser_lib/shipped/``, put there by the wheel: pyproject.toml's package-dir)."""
+    root = checkout_root()
+    return root / "pretrained" if root is not None else _PACKAGE / "shipped"
+
 
 #: The paper's seed (docs/method.md §9).
 PAPER_SEED = 271828
@@ -103,8 +130,8 @@ def seed_everything(seed: int = PAPER_SEED) -> torch.Generator:
 
 
 def data_root() -> Path:
-    """Where the course keeps datasets and features: ``UCLSER_DATA`` or ``<repo>/data``."""
-    return Path(os.environ.get("UCLSER_DATA", REPO_ROOT / "data")).expanduser()
+    """Where the course keeps datasets and features: ``UCLSER_DATA``, or ``data/`` in :func:`work_root`."""
+    return Path(os.environ.get("UCLSER_DATA") or work_root() / "data").expanduser()
 
 
 def dataset_choice() -> str | None:
@@ -114,14 +141,37 @@ def dataset_choice() -> str | None:
     return os.environ.get("UCLSER_DATASET") or None
 
 
-def disk_full_error(err: BaseException, path) -> OSError | None:
-    """An ``OSError`` saying "no space left on device" naming ``path`` when ``err`` is one (ENOSPC, EDQUOT, EFBIG),
-    else None. h5py and torch.save bury the errno in their messages; those are recognised by their text."""
+def encoder_choice() -> str | None:
+    """The encoder notebooks 04-06 evaluate: ``UCLSER_ENCODER`` (a shipped name such as ``"course-resnet18"``, a
+    pre-training run's folder or an exported encoder file), or None when it is unset or empty: the shipped encoder.
+    What :func:`uclser_lib.pretrained.resolve_encoder` takes as ``spec``."""
+    return os.environ.get("UCLSER_ENCODER") or None
+
+
+def fsd_root() -> Path | None:
+    """The real FSDnoisy18k on disk: ``UCLSER_FSD_ROOT`` (``~`` expanded), or None when it is unset or empty.
+
+    The one reader of that variable; :func:`uclser_lib.datasets.prepare` uses it when no ``fsd_root`` is passed."""
+    value = os.environ.get("UCLSER_FSD_ROOT")
+    return Path(value).expanduser() if value else None
+
+
+class DiskFullError(OSError):
+    """A write stopped by a full disk, a quota or a file-size limit. Its errno is ENOSPC, so callers that catch
+    ``OSError`` (or test ``errno.ENOSPC``) keep working; its message names the file and says what to do."""
+
+
+def disk_full_error(err: BaseException, path) -> DiskFullError | None:
+    """A :class:`DiskFullError` saying "no space left on device" naming ``path`` when ``err`` is one (ENOSPC, EDQUOT,
+    EFBIG), else None; a ``DiskFullError`` is returned as it is. h5py and torch.save bury the errno in their
+    messages; those are recognised by their text. The one rule for telling a full disk apart."""
+    if isinstance(err, DiskFullError):
+        return err
     codes = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
     text = str(err)
     named = ("No space left on device", "File too large", "Disk quota exceeded", "errno = 28", "errno = 27")
     if (isinstance(err, OSError) and err.errno in codes) or any(n in text for n in named):
-        return OSError(errno.ENOSPC, f"{path}: no space left on device (free some space, then run again)")
+        return DiskFullError(errno.ENOSPC, f"{path}: no space left on device (free some space, then run again)")
     return None
 
 
@@ -131,7 +181,7 @@ def write_atomic(path, content: str | bytes | None = None, save=None) -> Path:
     ``content``: text or bytes; or ``save``: a function that writes to the temporary path it is given
     (e.g. ``lambda p: torch.save(obj, p)``). Creates the parent folder. Returns ``path``. If the write fails (a full
     disk, an interruption), the temporary file is removed and ``path`` is left as it was; a full disk is reported as
-    ``OSError(ENOSPC, "<path>: no space left on device ...")``.
+    :class:`DiskFullError` (an ``OSError``, errno ENOSPC): ``"<path>: no space left on device ..."``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from .runtime import PAPER_SEED, pick_device, seed_everything, write_atomic
 from .views import GraphedViews, ViewBuilder
 
 __all__ = [
+    "PRETRAIN_DROPS",
     "PretrainConfig",
     "RunExistsError",
     "TrainingDiverged",
@@ -40,6 +41,10 @@ __all__ = [
     "pretrain",
     "write_metrics",
 ]
+
+#: Pre-training's learning-rate drops (x 0.1 each) as fractions of its epochs: the paper's 325 and 425 of 500
+#: (``downstream.lr_milestones(epochs, PRETRAIN_DROPS)`` for another length).
+PRETRAIN_DROPS = (0.65, 0.85)
 
 
 @dataclass
@@ -230,7 +235,7 @@ def pretrain(
     if cfg.cuda_graph and device.type == "cuda":
         try:
             views = GraphedViews(views, local, gen)
-        except Exception as err:  # noqa: BLE001 — any capture failure: eager views are slower but the same
+        except Exception as err:
             warnings.warn(f"CUDA-graph capture of the view builder failed, building views eagerly: {err}", stacklevel=2)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()

@@ -1,10 +1,12 @@
-"""The engine of notebook 02's augmentation panel: plain functions from control values to views, figures and sound.
+"""Notebook 02's augmentation panel and its plain callbacks: control values -> config -> views and figures.
 
 Control values are a plain dict keyed by :data:`CONTROLS` (the :class:`~uclser_lib.augment.AugmentConfig`
 fields a slider or checkbox sets, plus ``"mix_back"``); missing keys take the paper's values. The panel
 (:func:`augmentation_panel`) is a thin ipywidgets wrapper whose callbacks only call
-:func:`config_from_controls`, :func:`render_views`, :func:`draw_views` and :func:`logmel_to_audio`, so the
-tests exercise everything it shows without a browser.
+:func:`config_from_controls`, :func:`render_views`, :func:`draw_views` and, for its sound,
+:func:`~uclser_lib.features.logmel_to_audio`, so the tests exercise everything it shows without a browser.
+The sound inversion lives with the features (``features.logmel_to_audio``); measurements on views with
+the analysis (``analysis.pair_gaps``).
 
 Normalisation is left out of the panel: it is an affine rescale that changes no picture, and leaving it
 out keeps every stage in log10 mel units, on one colour scale, and turnable back into sound.
@@ -23,7 +25,7 @@ import torch
 from . import plots
 from .augment import AUGMENTATIONS, MASK_VALUES, AugmentConfig, build_augment
 from .data import PATCH_FRAMES, FeatureSet, PackedClips
-from .features import DEFAULT_PARAMS, LogMelParams
+from .features import DEFAULT_PARAMS, N_MELS, logmel_to_audio
 from .runtime import PAPER_SEED
 from .views import ViewBuilder
 
@@ -62,7 +64,7 @@ CONTROLS: dict[str, Control] = {
     "time_shift": _toggle("time_shift", "time shift"),
     "time_shift_max": _slider("int", "time_shift_max", "time shift", "max frames", 2, PATCH_FRAMES, 1),
     "freq_shift": _toggle("freq_shift", "frequency shift"),
-    "freq_shift_max": _slider("int", "freq_shift_max", "frequency shift", "max bands", 2, 96, 1),
+    "freq_shift_max": _slider("int", "freq_shift_max", "frequency shift", "max bands", 2, N_MELS, 1),
     "random_crop": _toggle("random_crop", "random resized crop"),
     "crop_scale": _slider("range", "crop_scale", "random resized crop", "scale", 0.05, 1.0, 0.01),
     "crop_ratio": _slider("range", "crop_ratio", "random resized crop", "ratio", 0.25, 4.0, 0.05),
@@ -71,7 +73,7 @@ CONTROLS: dict[str, Control] = {
     "compander": _toggle("compander", "compander"),
     "comp_alpha": _slider("float", "comp_alpha", "compander", "alpha", 0.1, 1.5, 0.05),
     "freq_mask": _toggle("freq_mask", "frequency masks"),
-    "freq_mask_width": _slider("int", "freq_mask_width", "frequency masks", "max width", 1, 96, 1),
+    "freq_mask_width": _slider("int", "freq_mask_width", "frequency masks", "max width", 1, N_MELS, 1),
     "n_freq_masks": _slider("int", "n_freq_masks", "frequency masks", "count", 0, 5, 1),
     "time_mask": _toggle("time_mask", "time masks"),
     "time_mask_width": _slider("int", "time_mask_width", "time masks", "max width", 1, PATCH_FRAMES, 1),
@@ -238,94 +240,6 @@ def draw_views(fig_or_axes, stages: Mapping[str, np.ndarray], vmin: float | None
     return axes
 
 
-def nonneg_lstsq(A: np.ndarray, B: np.ndarray, n_iter: int = 100) -> np.ndarray:
-    """Non-negative X (n, k) approximately minimising ||A X - B||^2 for non-negative A (m, n), B (m, k).
-
-    Lee and Seung's multiplicative updates from X = A^T B: each step multiplies X by A^T B / (A^T A X),
-    so X stays non-negative. ``n_iter`` steps; more steps approach the non-negative least-squares optimum
-    (the problem librosa's ``nnls`` solves with L-BFGS-B). Returns X as float64.
-    """
-    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
-    if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
-        raise ValueError(f"nonneg_lstsq expects A (m, n) and B (m, k), got shapes {A.shape} and {B.shape}")
-    if (A < 0).any() or (B < 0).any() or not (np.isfinite(A).all() and np.isfinite(B).all()):
-        raise ValueError("nonneg_lstsq needs finite, non-negative A and B (multiplicative updates)")
-    AtB = A.T @ B
-    X = AtB.copy()
-    tiny = np.finfo(X.dtype).tiny
-    for _ in range(n_iter):
-        X *= AtB / np.maximum(A.T @ (A @ X), tiny)
-    return X
-
-
-def logmel_to_audio(logmel, n_iter: int = 32, seed: int = 0, params: LogMelParams = DEFAULT_PARAMS) -> np.ndarray:
-    """Sound from a log10 mel spectrogram (T, 96), by mel inversion: float32 (hop x (T - 1),) at 22,050 Hz.
-
-    The steps of librosa's ``mel_to_audio`` with the feature parameters (docs/method.md §3: n_fft 2048,
-    hop 220, periodic Hamming of 660, centred reflect frames, Slaney mel without normalisation,
-    50-10,500 Hz, power 2): the mel power is mapped back to an STFT power by non-negative least squares
-    (:func:`nonneg_lstsq`, in place of librosa's ``nnls``), then ``n_iter`` Griffin-Lim iterations
-    (``librosa.griffinlim``) run from random phases drawn with ``seed`` (``mel_to_audio`` cannot be seeded).
-    """
-    import librosa
-
-    x = np.asarray(logmel, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != params.n_mels or len(x) < 2:
-        raise ValueError(
-            f"logmel_to_audio expects a log-mel spectrogram (frames >= 2, {params.n_mels}), got shape {x.shape}"
-        )
-    if not np.isfinite(x).all():
-        raise ValueError("logmel_to_audio: the log-mel spectrogram holds NaN or inf")
-    if isinstance(n_iter, (bool, np.bool_)) or int(n_iter) != n_iter or n_iter < 1:
-        raise ValueError(f"logmel_to_audio: n_iter must be an integer >= 1, got {n_iter!r}")
-    basis = librosa.filters.mel(
-        sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax, htk=False, norm=None
-    ).astype(np.float64)  # (bands, bins), each triangle peaks at 1
-    mel = np.maximum(10.0**x - params.eps, 0.0).T  # (bands, frames) power
-    power = nonneg_lstsq(basis, mel)
-    y = librosa.griffinlim(
-        np.sqrt(power),
-        n_iter=int(n_iter),
-        hop_length=params.hop_length,
-        win_length=params.win_length,
-        n_fft=params.n_fft,
-        window="hamming",
-        center=True,
-        pad_mode="reflect",
-        random_state=np.random.default_rng(seed),
-    )
-    return y.astype(np.float32)
-
-
-def band_quantile(patches: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-band ``q``-quantile over time of (..., T, F) patches: (..., F). q = 0.1 traces the noise floor."""
-    if not 0 <= q <= 1:
-        raise ValueError(f"band_quantile: q must lie in [0, 1], got {q}")
-    return torch.quantile(patches, q, dim=-2)
-
-
-def pair_gaps(
-    packed: PackedClips, values: Mapping | None = None, seed: int = PAPER_SEED, q: float = 0.1
-) -> dict[str, np.ndarray]:
-    """How far apart positive and negative pairs of views are in a per-band quantile over time (log10 units).
-
-    Builds the two views of every clip of ``packed`` (at least 3 clips) with control ``values``, takes
-    :func:`band_quantile` ``q`` of each view and returns, per clip i, the mean absolute difference over
-    bands between its two views (``"positive"``, (N,)) and between its view 1 and clip i - 1's view 2
-    (``"negative"``, (N,)). With q = 0.1 (the noise floor) this measures how much a recording's
-    background alone tells the two views of a clip apart from other clips'.
-    """
-    if len(packed) < 3:
-        raise ValueError(f"pair_gaps needs at least 3 clips, got {len(packed)}")
-    builder = ViewBuilder(packed, config_from_controls(values))
-    x = builder.build(torch.arange(len(packed)), torch.Generator().manual_seed(seed))
-    f1, f2 = band_quantile(x, q).chunk(2)
-    return {
-        "positive": (f1 - f2).abs().mean(1).numpy(),
-        "negative": (f1 - f2.roll(1, 0)).abs().mean(1).numpy(),
-    }
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # The panel
 
@@ -387,8 +301,9 @@ def augmentation_panel(
 
     ``course_or_clips``: a Course (its train split, with the clips' audio), a FeatureSet, PackedClips or
     a list of (T, F) log-mel clips. ``choices``: clip indices offered (default: one clean clip per class,
-    or the first 20). Every change redraws both views' stages (:func:`draw_views`) and, with ``audio``,
-    the sound of the mixture and the views (:func:`logmel_to_audio`, ``n_iter`` Griffin-Lim iterations);
+    or the first 20). Every change redraws both views' stages (:func:`draw_views`) and, with ``audio``, the
+    sound of the mixture and the views (:func:`~uclser_lib.features.logmel_to_audio`, ``n_iter`` Griffin-Lim
+    iterations);
     "new random draw" moves to the next seed. Returns a VBox; its ``controls`` attribute maps every
     control name (and "clip", "background", "seed", "draw") to its widget, ``stages`` holds the last render.
     """
@@ -535,13 +450,9 @@ __all__ = [
     "Control",
     "STAGE_TITLES",
     "augmentation_panel",
-    "band_quantile",
     "config_from_controls",
     "default_controls",
     "draw_views",
-    "logmel_to_audio",
-    "nonneg_lstsq",
-    "pair_gaps",
     "render_views",
     "single_augmentations",
     "stage_names",

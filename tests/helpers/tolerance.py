@@ -29,7 +29,7 @@ def assert_close_ulps(actual, expected, ulps: int = ULPS, dtype=None, err_msg: s
 
     ``dtype``: the precision the result was computed in, when ``expected`` is a higher-precision reference.
     """
-    to_np = lambda x: x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)  # noqa: E731
+    to_np = lambda x: x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     a, e = to_np(actual), to_np(expected)
     assert a.shape == e.shape, f"shapes differ: {a.shape} vs {e.shape}"
     np.testing.assert_allclose(a, e, rtol=0, atol=ulp_atol(e, ulps, dtype), err_msg=err_msg)

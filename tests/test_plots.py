@@ -1,15 +1,16 @@
-"""The figure functions of notebooks 04-06: embedding map (class names, confusable pairs apart), label curves."""
+"""The figure functions of the notebooks: 01-03 (length histograms, noise bars, change keys, live pretraining), 04-06
+(embedding map with class names and confusable pairs apart, label curves)."""
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-from uclser_lib import plots  # noqa: E402
-from uclser_lib.coursedata import CONFUSABLE_PAIRS  # noqa: E402
-from uclser_lib.data import CLASSES  # noqa: E402
+from uclser_lib import plots
+from uclser_lib.coursedata import CONFUSABLE_PAIRS
+from uclser_lib.data import CLASSES
 
 
 def _distance(a, b):
@@ -64,4 +65,27 @@ def test_label_efficiency_curve_without_per_class(n_classes):
     fig, ax = plt.subplots()
     plots.label_efficiency_curve(ax, summary, None, n_classes=n_classes)
     assert "fraction" in ax.get_xlabel()
+    plt.close(fig)
+
+
+def test_lesson_figures():
+    fig, ax = plt.subplots()
+    plots.length_histograms(
+        ax, np.array([0.5, 1.0, 5.0, 20.0]), "course", published={"min_s": 0.3, "max_s": 30, "mean_s": 8.3}
+    )
+    plots.length_histograms(ax, np.array([0.5, 1.0]), "course", reference_s=np.array([2.0, 3.0]))
+    plots.class_noise_bars(ax, ["a", "b"], [10.0, 40.0], overall=25.0)
+    plt.close(fig)
+    fig = plt.figure(layout="constrained")
+    a, b = fig.subplots(2)
+    a.imshow(np.zeros((2, 2)), cmap="RdBu_r")
+    b.imshow(np.zeros((2, 2)), cmap="magma")
+    n_axes = len(fig.axes)
+    plots.change_keys(fig)
+    assert len(fig.axes) == n_axes + 1  # one colour key, for the change panel only
+    plt.close(fig)
+    history = [{"epoch": 1, "loss": 4.0, "val_knn_balanced": 20.0}, {"epoch": 2, "loss": 3.5, "val_knn_balanced": 30.0}]
+    ranks = {"random init": np.array([5, 9, 2]), "trained": np.array([1, 1, 2])}
+    fig = plots.live_pretraining(history, {"val_knn_balanced": 10.0}, [1], "val_knn_balanced", ranks, "run")
+    assert len(fig.axes) == 3
     plt.close(fig)

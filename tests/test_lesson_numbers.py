@@ -1,0 +1,429 @@
+"""The numbers the lessons' prose quotes from shipped files, read back from those files (issue #23).
+
+``CHECKS`` is a table of (file, a regex over its prose, a function of the shipped files). Each regex must match its
+file at least once (a rewrite that drops the sentence has to change its check too), and every match's groups must
+equal what the function computes from the files, formatted as the prose writes it (a "+25.0" is compared to one
+decimal, with its sign). So a re-made result (a new manifest, history, results or curves file) that moves a quoted
+number fails here until the prose says the new number. The last tests perturb a copy of the files, and the prose,
+and show that the check then fails. No notebook is executed.
+"""
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from uclser_lib.coursedata import ASO_IDS, DATASET_VERSION, plan_dataset
+from uclser_lib.datasets import course_dataset_name
+
+ROOT = Path(__file__).resolve().parents[1]
+NB03 = "notebooks/03_contrastive_pretraining.ipynb"
+NB04 = "notebooks/04_linear_evaluation.ipynb"
+NB05 = "notebooks/05_finetuning.ipynb"
+NB06 = "notebooks/06_what_the_encoder_learned.ipynb"
+METHOD = "docs/method.md"
+V2 = "pretrained/results/v2"
+SHIPPED = ("pretrained/manifest.json", "pretrained/*.metrics.json", f"{V2}/*.json", f"{V2}/*/*.json")
+
+
+class Shipped:
+    """The shipped files under ``root``: the repository, or a (perturbed) copy of its files."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def json(self, rel: str):
+        return json.loads((self.root / rel).read_text())
+
+    @property
+    def manifest(self) -> dict:
+        return self.json("pretrained/manifest.json")
+
+    def history(self, name: str) -> list[dict]:
+        return self.json(f"pretrained/{self.manifest[name]['metrics']}")
+
+    def curves(self, arch: str = "resnet18") -> dict:
+        return self.json(f"{V2}/curves-course-{arch}.json")
+
+    def results(self, pattern: str) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.root / V2).glob(pattern))]
+
+
+def one(values, what: str):
+    """The value all ``values`` share; a string saying they differ (which matches no prose) otherwise."""
+    values = list(values)
+    return values[0] if len(set(values)) == 1 else f"{what} differ: {values}"
+
+
+def dataset_version(name: str) -> int | str:
+    match = re.fullmatch(r"course(\d*)_\w+", name)
+    return (int(match.group(1) or 1)) if match else f"not a course dataset: {name}"
+
+
+def trained(s: Shipped, name: str) -> tuple:
+    """(epochs, the epochs after which the lr dropped, CPU or GPU) of a shipped encoder, from its training
+    history (whose ``lr`` is the one after that epoch's scheduler step) and the manifest's ``made.how``."""
+    history, entry = s.history(name), s.manifest[name]
+    lrs = [entry["config"]["lr"]] + [row["lr"] for row in history]
+    drops = tuple(row["epoch"] for row, before, after in zip(history, lrs, lrs[1:]) if after < before)
+    how = entry["made"]["how"]
+    machine = "GPU" if re.search(r"GPU|NVIDIA|cuda", how, re.I) else "CPU" if how.startswith("CPU") else how
+    return (history[-1]["epoch"], *drops, machine)
+
+
+def drop_percents(s: Shipped) -> tuple:
+    """The lr drops as percentages of the epochs, shared by every shipped encoder."""
+    return one(
+        (tuple(round(100 * m / e["epochs"]) for m in e["config"]["milestones"]) for e in s.manifest.values()),
+        "the encoders' drop percentages",
+    )
+
+
+def run_machine(run: dict) -> str:
+    return "GPU" if run["machine"].get("gpu") else "CPU"
+
+
+@lru_cache
+def clean_train_clips() -> int:
+    """The course dataset's clean train subset (the val split of the noisy-label task), from its plan."""
+    return sum(c.split == "train" and c.manually_verified for c in plan_dataset("course"))
+
+
+def label_efficiency(s: Shipped) -> list[tuple[int, float, float]]:
+    """(clean training clips, pre-trained minus fair baseline in points, pre-trained / fair baseline) for each
+    distinct number of clips of the shipped ResNet-18 curves, fewest first (fractions that give the same clips give
+    the same point). The fair baseline: random init with its BatchNorm statistics re-estimated."""
+    curves = s.curves()["label_efficiency"]
+    n_train = {r["fraction"]: r["n_train"] for r in curves["rows"]}
+    mean = {(r["init"], r["fraction"]): r["mean"] for r in curves["summary"]}
+    points = {}
+    for f in sorted(n_train):
+        a, b = mean["pretrained", f], mean["random_bn", f]
+        points.setdefault(n_train[f], (n_train[f], a - b, a / b))
+    return sorted(points.values())
+
+
+def extreme(values: list[float], at_first: str, otherwise: str) -> str:
+    """``at_first`` where the first value is the extreme the word names, ``otherwise`` else."""
+    pick = min if at_first == "smallest" else max
+    return at_first if pick(values) == values[0] else otherwise
+
+
+def gains_in_points(s: Shipped) -> tuple:
+    le = label_efficiency(s)
+    gains = [g for _, g, _ in le]
+    return (extreme(gains, "smallest", "not smallest"), *(x for n, g, _ in le for x in (g, n)))
+
+
+def gains_as_ratio(s: Shipped) -> tuple:
+    le = label_efficiency(s)
+    ratios = [r for _, _, r in le]
+    return (extreme(ratios, "largest", "not largest"), le[0][2], le[0][0], le[-1][2], le[-1][0])
+
+
+def gains_takeaway(s: Shipped) -> tuple:
+    le = label_efficiency(s)
+    gains, ratios = [g for _, g, _ in le], [r for _, _, r in le]
+    return (
+        extreme(gains, "smallest", "not smallest"),
+        le[0][1],
+        le[-1][1],
+        extreme(ratios, "largest", "not largest"),
+        le[0][2],
+        le[-1][2],
+    )
+
+
+def curves_command(s: Shipped) -> str:
+    """The shipped curves' command, without where it wrote and which device it named."""
+    (run,) = s.curves()["runs"]
+    return re.sub(r" --(device|out) \S+", "", run["command"])
+
+
+def pretrained_on_this_dataset(s: Shipped) -> tuple:
+    dataset = s.manifest["course-resnet18"]["dataset"]
+    ours = course_dataset_name("course")
+    return (dataset_version(dataset), dataset if dataset == ours else f"{dataset}, not the course's {ours}")
+
+
+@dataclass(frozen=True)
+class Check:
+    file: str
+    pattern: str  # over the file's prose, whitespace collapsed; its groups are the quoted values
+    value: Callable[[Shipped], object]  # the groups' values from the shipped files (a tuple, or one value)
+    cells: str = "markdown"  # notebooks: "markdown" cells, or the "code" cells' comments
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.file).stem[:2]}:{self.pattern[:40]}"
+
+
+CHECKS = [
+    # docs/method.md §9 and §10
+    Check(
+        METHOD,
+        r"pre-trained on the course dataset v(\d+) with the learning-rate drops at (\d+) % and (\d+) % of the epochs",
+        lambda s: (one((dataset_version(e["dataset"]) for e in s.manifest.values()), "versions"), *drop_percents(s)),
+    ),
+    Check(
+        METHOD,
+        r"the VGG-like and the CRNN for (\d+) epochs \(drops after epochs (\d+) and (\d+)\) on a (CPU|GPU)",
+        lambda s: one((trained(s, n) for n in ("course-vgglike", "course-crnn")), "the VGG-like's and CRNN's"),
+    ),
+    Check(
+        METHOD,
+        r"the ResNet-18 for (\d+) epochs \(drops after epochs (\d+) and (\d+)\) on a (CPU|GPU)",
+        lambda s: trained(s, "course-resnet18"),
+    ),
+    Check(
+        METHOD,
+        r"every `knn_every` = (\d+) epochs",
+        lambda s: one((e["config"]["knn_every"] for e in s.manifest.values()), "knn_every"),
+    ),
+    Check(
+        METHOD,
+        r"uses \$K = (\d+)\$ for its own small dataset",
+        lambda s: one((e["config"]["knn_k"] for e in s.manifest.values()), "knn_k"),
+    ),
+    # notebook 03
+    Check(NB03, r"lr drops at (\d+) % and (\d+) % of it", drop_percents, cells="code"),
+    Check(
+        NB03,
+        r"the shipped VGG-like and CRNN ran (\d+) epochs \(drops after (\d+) and (\d+), on a (CPU|GPU)\)",
+        lambda s: one((trained(s, n) for n in ("course-vgglike", "course-crnn")), "the VGG-like's and CRNN's"),
+        cells="code",
+    ),
+    Check(
+        NB03,
+        r"the shipped ResNet-18 (\d+) \(drops after (\d+) and (\d+), on a (CPU|GPU)\)",
+        lambda s: trained(s, "course-resnet18"),
+        cells="code",
+    ),
+    Check(NB03, r"the step schedule \(lr drops at (\d+) % and (\d+) % of the epochs\)", drop_percents),
+    Check(NB03, r"a kNN on (\d+) clips", lambda s: clean_train_clips()),
+    Check(NB03, r"The course's (\d+) synthetic classes", lambda s: len(ASO_IDS)),
+    # notebook 04 (numbers already true; its prose is edited elsewhere)
+    Check(NB04, r"The live cells run on the course dataset version (\d+)", lambda s: DATASET_VERSION),
+    Check(
+        NB04,
+        r"selected on validation from a small grid, (\d+) seeds",
+        lambda s: one((len(r["seeds"]) for r in s.results("results-*.json")), "the v2 results' seed counts"),
+    ),
+    # notebook 05 (numbers already true; its prose is edited elsewhere)
+    Check(
+        NB05,
+        r"with the course's ResNet-18, pre-trained on version (\d+)",
+        lambda s: dataset_version(s.manifest["course-resnet18"]["dataset"]),
+    ),
+    Check(
+        NB05,
+        r"the same short budget \((\d+) epochs at batch (\d+), printed with its recipe\)",
+        lambda s: one(
+            ((r["recipe"]["epochs"], r["recipe"]["batch_size"]) for r in s.results("short-finetune/*.json")),
+            "the short fine-tuning recipes",
+        ),
+    ),
+    # notebook 06
+    Check(NB06, r"The live cells run on the course dataset version (\d+)", lambda s: DATASET_VERSION),
+    Check(
+        NB06,
+        r"was pre-trained on version (\d+) too \(on a (CPU|GPU); its VGG-like and CRNN on a (CPU|GPU)\)",
+        lambda s: (
+            dataset_version(s.manifest["course-resnet18"]["dataset"]),
+            trained(s, "course-resnet18")[-1],
+            one((trained(s, n)[-1] for n in ("course-vgglike", "course-crnn")), "the VGG-like's and CRNN's machines"),
+        ),
+    ),
+    Check(
+        NB06,
+        r"The course's curves for its ResNet-18 were made on a (CPU|GPU), on version (\d+), with `([^`]+)`",
+        lambda s: (
+            one((run_machine(r) for r in s.curves()["runs"]), "the curves' machines"),
+            dataset_version(s.curves()["dataset"]),
+            curves_command(s),
+        ),
+    ),
+    Check(
+        NB06,
+        r"the course dataset v(\d+) \(`(\w+)` in `pretrained/manifest.json`\)",
+        pretrained_on_this_dataset,
+    ),
+    Check(
+        NB06,
+        r"\(the ResNet-18, (\d+) classes, (\d+) seeds\)",
+        lambda s: (len(ASO_IDS), len(s.curves()["seeds"])),
+    ),
+    Check(
+        NB06,
+        r"in points is \*(\w+)\* at one clip per class: ([+-]\d+\.\d) points with (\d+) clean training clips, "
+        r"([+-]\d+\.\d) with (\d+), ([+-]\d+\.\d) with (\d+) and ([+-]\d+\.\d) with all (\d+)\.",
+        gains_in_points,
+    ),
+    Check(
+        NB06,
+        r"As a ratio it is (\w+) there: the pre-trained probe scores (\d+\.\d+) times the fair baseline with (\d+) "
+        r"clips and (\d+\.\d+) times with all (\d+)\.",
+        gains_as_ratio,
+    ),
+    Check(
+        NB06,
+        r"the gain in points is (\w+) at one clip per class \(([+-]\d+\.\d), against ([+-]\d+\.\d) with all clean "
+        r"labels\), while the ratio to the fair baseline is (\w+) there \((\d+\.\d+) against (\d+\.\d+)\)",
+        gains_takeaway,
+    ),
+]
+
+
+def prose(root: Path, rel: str, cells: str = "markdown") -> str:
+    """A file's prose, whitespace collapsed: a notebook's markdown cells, or its code cells' comments."""
+    path = Path(root) / rel
+    if path.suffix != ".ipynb":
+        return " ".join(path.read_text().split())
+    sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == cells]
+    if cells == "code":
+        sources = [m.group(1) for src in sources for m in re.finditer(r"#\s?(.*)$", src, re.M)]
+    return " ".join(" ".join(sources).split())
+
+
+def as_quoted(value, quoted: str) -> str:
+    """``value`` written as ``quoted`` is: as many decimals, a sign where it has one, thousands commas dropped."""
+    if isinstance(value, float):
+        decimals = len(quoted.partition(".")[2])
+        return f"{value:{'+' if quoted[:1] in '+-' else ''}.{decimals}f}"
+    return str(value)
+
+
+def failures(check: Check, text: str, shipped: Shipped) -> list[str]:
+    """What ``text`` quotes that the shipped files do not say (empty: every quote matches)."""
+    matches = list(re.finditer(check.pattern, text))
+    if not matches:
+        return [f"{check.file}: no prose matches {check.pattern!r} (reworded? then update its check)"]
+    expected = check.value(shipped)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    out = []
+    for m in matches:
+        quoted = m.groups()
+        if len(quoted) != len(expected):
+            out.append(f"{check.file}: {m.group(0)!r} quotes {len(quoted)} values, the files give {expected}")
+            continue
+        for q, v in zip(quoted, expected):
+            if as_quoted(v, q) != q.replace(",", ""):
+                out.append(f"{check.file}: {m.group(0)!r} says {q}, the shipped files {as_quoted(v, q)}")
+    return out
+
+
+def all_failures(data_root: Path, prose_root: Path = ROOT) -> dict[str, list[str]]:
+    shipped = Shipped(data_root)
+    found = {c.name: failures(c, prose(prose_root, c.file, c.cells), shipped) for c in CHECKS}
+    return {name: f for name, f in found.items() if f}
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.name)
+def test_quoted_numbers_match_the_shipped_files(check):
+    assert not failures(check, prose(ROOT, check.file, check.cells), Shipped(ROOT))
+
+
+def test_checks_are_distinct_and_cover_each_lesson():
+    assert len({c.name for c in CHECKS}) == len(CHECKS)
+    assert {c.file for c in CHECKS} == {METHOD, NB03, NB04, NB05, NB06}
+
+
+@pytest.mark.parametrize("name", ["course-resnet18", "course-vgglike", "course-crnn"])
+def test_manifest_schedule_is_the_history(name):
+    """The manifest's epochs and milestones are what the training history shows, so prose checked against one is
+    checked against the other."""
+    s = Shipped(ROOT)
+    entry = s.manifest[name]
+    epochs, *drops, _ = trained(s, name)
+    assert epochs == entry["epochs"] == entry["config"]["epochs"] == len(s.history(name))
+    assert drops == entry["config"]["milestones"]
+
+
+def copy_shipped(tmp_path: Path) -> Path:
+    for pattern in SHIPPED:
+        for path in ROOT.glob(pattern):
+            target = tmp_path / path.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    return tmp_path
+
+
+def edit_json(path: Path, change: Callable[[object], None]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_the_copy_passes(tmp_path):
+    assert all_failures(copy_shipped(tmp_path)) == {}
+
+
+def test_a_remade_encoder_fails_the_prose(tmp_path):
+    """A ResNet-18 re-made for 120 epochs (drops after 78 and 102) on a GPU, and on a version 3 dataset."""
+    root = copy_shipped(tmp_path)
+
+    def longer(history):
+        lr = history[0]["lr"]
+        history[:] = [{**history[0], "epoch": e, "lr": lr * 0.1 ** ((e >= 78) + (e >= 102))} for e in range(1, 121)]
+
+    edit_json(root / "pretrained/course-resnet18.metrics.json", longer)
+
+    def remade(manifest):
+        entry = manifest["course-resnet18"]
+        entry["epochs"], entry["config"]["milestones"] = 120, [78, 102]
+        entry["made"]["how"], entry["dataset"] = "one NVIDIA H100, bf16", "course3_course"
+
+    edit_json(root / "pretrained/manifest.json", remade)
+    failed = all_failures(root)
+    stale = {c.name for c in CHECKS if "ResNet-18" in c.pattern and "drops after" in c.pattern}
+    assert len(stale) == 2 and stale <= set(failed)  # method.md §9 and notebook 03's comment
+    assert any("says 100, the shipped files 120" in f for f in failed[next(iter(stale))])
+    for text in ("pre-trained on version (", "the course dataset v(\\d+) \\(`"):  # notebook 06's dataset claims
+        (name,) = [c.name for c in CHECKS if c.file == NB06 and text in c.pattern]
+        assert name in failed, name
+    assert any("course3_course, not the course's course2_course" in f for f in sum(failed.values(), []))
+
+
+def test_a_remade_curve_fails_the_prose(tmp_path):
+    """The pre-trained probe with all clean labels 5 points higher: the quoted gains and ratios go stale."""
+    root = copy_shipped(tmp_path)
+
+    def higher(curves):
+        for row in curves["label_efficiency"]["summary"]:
+            if row["init"] == "pretrained" and row["fraction"] == 1.0:
+                row["mean"] += 5.0
+
+    edit_json(root / V2 / "curves-course-resnet18.json", higher)
+    failed = all_failures(root)
+    gains = {c.name for c in CHECKS if c.value in (gains_in_points, gains_as_ratio, gains_takeaway)}
+    assert set(failed) == gains, failed
+    assert any("says +33.4, the shipped files +38.4" in f for f in sum(failed.values(), []))
+
+
+def test_a_stale_or_reworded_sentence_fails(tmp_path):
+    """The prose drifts instead of the files: a changed number fails, and so does a sentence no check finds."""
+    for rel in (NB06, METHOD):
+        target = tmp_path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / rel, target)
+    nb = json.loads((tmp_path / NB06).read_text())
+    for cell in nb["cells"]:
+        cell["source"] = [line.replace("+25.0", "+26.0") for line in cell["source"]]
+    (tmp_path / NB06).write_text(json.dumps(nb))
+    method = (tmp_path / METHOD).read_text()
+    assert "for 100 epochs (drops after epochs 65 and 85)" in method
+    (tmp_path / METHOD).write_text(method.replace("for 100 epochs (drops after epochs 65 and 85)", "for 100 epochs"))
+    shipped = Shipped(ROOT)
+    by_name = {c.name: c for c in CHECKS}
+    results = {c.name: failures(c, prose(tmp_path, c.file, c.cells), shipped) for c in CHECKS if c.file == NB06}
+    failed = {name for name, f in results.items() if f}
+    assert failed == {c.name for c in CHECKS if c.file == NB06 and c.value in (gains_in_points, gains_takeaway)}
+    assert all(any("says +26.0, the shipped files +25.0" in f for f in results[name]) for name in failed)
+    (resnet,) = [c for c in CHECKS if c.file == METHOD and "the ResNet-18 for" in c.pattern]
+    assert failures(resnet, prose(tmp_path, METHOD), shipped)[0].startswith(f"{METHOD}: no prose matches")
+    assert not failures(by_name[resnet.name], prose(ROOT, METHOD), shipped)
