@@ -223,7 +223,7 @@ def main(argv=None) -> int:
                     n_clips=n_clips,
                     **steps,
                 )
-            except Exception as err:  # noqa: BLE001 — report and go on with the other settings
+            except Exception as err:
                 print(f"FAILED {arch} b{batch} compile={comp} graphed={graphed}: {err!r}", flush=True)
                 continue
             res["train_step"].append(r)

@@ -1,7 +1,7 @@
 """Views per second: the batched :class:`~uclser_lib.augment.ViewBuilder` vs the per-example reference chain.
 
 The reference runs as the released code did: a torch ``DataLoader`` over a per-example NumPy/PIL dataset
-(``tests/augment_reference.py``'s ``ReferenceViewDataset``) with 0 and N workers, batches moved to the
+(``tests/helpers/augment_reference.py``'s ``ReferenceViewDataset``) with 0 and N workers, batches moved to the
 device. The clips are synthetic, with FSDnoisy18k's length distribution (:mod:`bench.synthetic`). One "view" is
 one augmented (1, 101, 96) patch; each clip gives two.
 
@@ -19,10 +19,11 @@ import time
 import torch
 
 from uclser_lib.augment import AugmentConfig
-from uclser_lib.runtime import REPO_ROOT
+from uclser_lib.runtime import checkout_root
 from uclser_lib.views import ViewBuilder, epoch_batches
 
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the per-example reference chain lives with the tests
+REPO_ROOT = checkout_root()  # the benchmarks run from the course's checkout
+sys.path.insert(0, str(REPO_ROOT / "tests" / "helpers"))  # the per-example reference chain lives with the tests
 from augment_reference import ReferenceViewDataset  # noqa: E402
 
 try:

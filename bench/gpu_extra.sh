@@ -10,7 +10,7 @@ if [ -d .whl ]; then
 fi
 {
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  timeout 90 python3 -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests/test_views.py tests/test_augment.py tests/test_graphed_views.py \
+  timeout 90 python3 -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests/test_views.py tests/test_augment.py tests/test_views.py \
     tests/test_models.py tests/test_losses.py tests/test_evaluate.py -k "cuda or CUDA or graph" -rA 2>&1 | tail -25
   timeout 150 python3 - <<'PY'
 import json, torch
