@@ -7,7 +7,8 @@ their modification times, so that Sphinx rebuilds only what changed) into ``<sit
   title (the notebook's first heading) and its line of the README's course map;
 - ``build/<notebook>.ipynb``, the executed copies that ``make course`` writes, as ``notebooks/``: the
   links ``../docs/method.md#...`` of the notebooks then resolve as they do on GitHub;
-- ``docs/*.md``, ``README.md`` and ``figures/*.png``, which the documents link to and show.
+- ``docs/*.md``, ``README.md``, ``figures/*.png`` and the badges ``figures/badges/*.svg``, which the documents link
+  to and show.
 
 The configuration is ``site/conf.py`` (``-c site``); warnings are errors (``-W``), so a broken link or
 a missing figure fails the build. Notebooks are never executed here (``nb_execution_mode = "off"``).
@@ -94,6 +95,9 @@ def main(argv=None) -> int:
     pairs += [(p, args.src / "docs" / p.name) for p in sorted((ROOT / "docs").glob("*.md"))]
     pairs += [(ROOT / "README.md", args.src / "README.md")]
     pairs += [(p, args.src / "figures" / p.name) for p in sorted((ROOT / "figures").glob("*.png"))]
+    pairs += [
+        (p, args.src / "figures" / "badges" / p.name) for p in sorted((ROOT / "figures" / "badges").glob("*.svg"))
+    ]
     course_map_md = args.src / "course-map.md"
     sync(pairs, args.src, keep={course_map_md})
     write_if_changed(course_map_md, course_map(executed, ROOT / "README.md"))

@@ -67,6 +67,10 @@ def test_notebook_first_cell_has_its_badges(path):
     assert colab in urls and kaggle in urls, f"{path.name}: first line {line!r} lacks {colab} or {kaggle}"
     others = [u for u in urls if "notebooks/" in u and not u.endswith(f"notebooks/{path.name}")]
     assert not others, f"{path.name}: badges point at another notebook: {others}"
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", line)
+    assert len(images) == 2, f"{path.name}: first line {line!r}: {len(images)} badge images, expected 2"
+    outside = [i for i in images if "://" in i or not (path.parent / i).is_file()]
+    assert not outside, f"{path.name}: badge images not in this repository (offline pages load nothing): {outside}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
