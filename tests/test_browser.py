@@ -80,9 +80,10 @@ def test_smoke_run_of_each_notebook(notebook):
 def lab(tmp_path):
     """JupyterLab on 127.0.0.1 (free port, token) serving a copy of notebook 02; smoke mode for its kernels."""
     require_browser()
-    root = tmp_path / "notebooks"
-    root.mkdir()
-    shutil.copy(NOTEBOOK, root)  # a copy: the lab's autosave never touches notebooks/
+    root = tmp_path / "course"  # the repository's layout: the notebook's ../figures/badges/ images resolve
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(NOTEBOOK, root / "notebooks")  # a copy: the lab's autosave never touches notebooks/
+    shutil.copytree(NOTEBOOK.parents[1] / "figures" / "badges", root / "figures" / "badges")
     settings = tmp_path / "lab-settings"
     for name, value in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,7 @@ def lab(tmp_path):
     ]
     log_path = tmp_path / "jupyterlab.log"
     with open(log_path, "w") as log:
-        server = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(cmd, env=env, cwd=root / "notebooks", stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -187,7 +188,7 @@ def test_lab_runs_notebook_02_and_its_panel_responds(lab, tmp_path):
 
     started = time.monotonic()
     with chromium(tmp_path / "chromium-profile") as driver:
-        driver.get(f"{lab['url']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
+        driver.get(f"{lab['url']}/lab/tree/notebooks/{NOTEBOOK.name}?token={lab['token']}")
         n_code = sum(c["cell_type"] == "code" for c in json.loads(NOTEBOOK.read_text())["cells"])
         wait_for(
             lambda: (
