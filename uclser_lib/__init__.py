@@ -46,6 +46,7 @@ Evaluation
 
 Showing
 - ``plots``, ``widgets`` figures and the interactive augmentation panel of notebook 02
+- ``exercises``  checks of the notebooks' "implement it" exercises (a stub reported, a wrong answer named)
 - ``cli``          the command line, ``python -m uclser_lib`` (``__main__`` runs it)
 """
 
