@@ -14,6 +14,7 @@ from uclser_lib.downstream import (
     FinetuneConfig,
     LinearEvalConfig,
     LinearProbe,
+    class_weights,
     finetune,
     linear_eval,
     run_seeds,
@@ -369,3 +370,45 @@ def test_pretraining_drops_give_the_papers_and_the_shipped_schedules():
 
     assert lr_milestones(500, PRETRAIN_DROPS) == PretrainConfig().milestones == [325, 425]  # the paper's
     assert lr_milestones(200, PRETRAIN_DROPS) == [130, 170] and lr_milestones(100, PRETRAIN_DROPS) == [65, 85]
+
+
+def test_balanced_class_weights_give_each_present_class_the_same_total_weight():
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 3])  # class 2 absent
+    w = class_weights(labels, 4)
+    torch.testing.assert_close(w, torch.tensor([9 / (3 * 6), 9 / (3 * 2), 0.0, 9 / (3 * 1)]))
+    per_class = torch.bincount(labels, weights=w[labels], minlength=4)
+    torch.testing.assert_close(per_class, torch.tensor([3.0, 3.0, 0.0, 3.0]))  # n / C each; they sum to n
+    with pytest.raises(ValueError, match=r"expected labels in \[0, 2\)"):
+        class_weights(labels, 2)
+    with pytest.raises(ValueError, match="class_weight must be None or 'balanced', got 'inverse'"):
+        LinearEvalConfig(class_weight="inverse")
+
+
+def test_balanced_weights_reach_the_loss_and_change_nothing_for_equal_classes():
+    """Equal class sizes: every weight is 1, so the balanced probe is the plain one, epoch by epoch. Class 0 made rare
+    (2 clips against 6 of each other class): the weighted loss differs from the first epoch on."""
+    equal, val, test = sets(n_train=24)
+    rare = equal.subset(np.array([i for i, y in enumerate(equal.labels) if y != 0 or i < 8]))
+    assert np.bincount(rare.labels).tolist() == [2, 6, 6, 6]
+    for train, same in ((equal, True), (rare, False)):
+        mean, std = feature_stats(train.clips)
+        runs = {
+            w: linear_eval(
+                TinyEncoder(),
+                mean,
+                std,
+                train,
+                val,
+                test,
+                LinearEvalConfig(epochs=3, batch_size=5, lr=0.5, milestones=[2], seed=7, class_weight=w),
+                device="cpu",
+                progress=False,
+            )
+            for w in (None, "balanced")
+        }
+        losses = {w: [h["loss"] for h in r.history] for w, r in runs.items()}
+        assert runs["balanced"].config["class_weight"] == "balanced"
+        if same:
+            assert losses["balanced"] == pytest.approx(losses[None], rel=1e-6)
+        else:
+            assert abs(losses["balanced"][0] - losses[None][0]) > 1e-3, losses

@@ -21,8 +21,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REPO = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"].rstrip("/")
-SOLVED = ["01_logmel_features", "02_augmentations", "03_contrastive_pretraining", "07_your_own_sounds"]
-IMPLEMENT_IT = ["01_logmel_features", "02_augmentations", "03_contrastive_pretraining", "07_your_own_sounds"]
+SOLVED = [
+    "01_logmel_features",
+    "02_augmentations",
+    "03_contrastive_pretraining",
+    "04_linear_evaluation",
+    "07_your_own_sounds",
+]
+IMPLEMENT_IT = [
+    "01_logmel_features",
+    "02_augmentations",
+    "03_contrastive_pretraining",
+    "04_linear_evaluation",
+    "07_your_own_sounds",
+]
 TITLE = re.compile(r"# @title Solution (\d+|\(implement it\)): \S")
 
 

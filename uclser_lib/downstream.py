@@ -53,6 +53,7 @@ __all__ = [
     "LinearEvalConfig",
     "LinearProbe",
     "SupervisedConfig",
+    "class_weights",
     "finetune",
     "linear_eval",
     "lr_milestones",
@@ -97,6 +98,10 @@ class SupervisedConfig:
     #: False: score the test set once, after training, with the weights of the best validation epoch, instead
     #: of every epoch. The reported test score is the same; ``history`` then has ``test_*`` at that epoch only.
     test_every_epoch: bool = True
+    #: None: plain cross-entropy (the paper's). "balanced": each training clip of class c weighs n / (C n_c) in
+    #: the loss (n clips, C classes present, n_c clips of class c; scikit-learn's ``class_weight="balanced"``), so every
+    #: class counts as much as balanced accuracy counts it (:func:`class_weights`).
+    class_weight: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -106,6 +111,8 @@ class SupervisedConfig:
                 f"expected lr > 0, gamma > 0, momentum >= 0, weight_decay >= 0; got lr={self.lr}, gamma={self.gamma}, "
                 f"momentum={self.momentum}, weight_decay={self.weight_decay}"
             )
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
         self.milestones = [int(m) for m in self.milestones]
 
     def to_dict(self) -> dict:
@@ -323,6 +330,17 @@ def score_model(model: nn.Module, fs: FeatureSet, mean: float, std: float, devic
     return _score(logits, clip_index, fs.labels)
 
 
+def class_weights(labels, n_classes: int) -> torch.Tensor:
+    """Cross-entropy weights (n_classes,) float32 of ``class_weight="balanced"``: n / (C n_c) for a class with n_c of
+    the n ``labels`` (C = ``n_classes``), 0 for a class absent from them; the clips' weights then sum to n."""
+    labels = torch.as_tensor(labels).long().cpu()
+    if labels.numel() == 0 or int(labels.min()) < 0 or int(labels.max()) >= n_classes:
+        raise ValueError(f"class_weights: expected labels in [0, {n_classes}), got {labels.numel()} labels")
+    counts = torch.bincount(labels, minlength=n_classes).float()
+    present = int((counts > 0).sum())
+    return torch.where(counts > 0, labels.numel() / (present * counts.clamp_min(1)), torch.zeros(()))
+
+
 def _fit(
     module: nn.Module,
     batch_input,
@@ -344,7 +362,7 @@ def _fit(
     """
     optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
-    history, best, best_state = [], None, None
+    history, best, best_state, weight = [], None, None, None
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -355,7 +373,9 @@ def _fit(
             x = batch_input(idx, generator)
             with autocast:
                 logits = module(x)
-            loss = F.cross_entropy(logits.float(), labels[idx])
+            if cfg.class_weight == "balanced" and weight is None:  # the classes: the logits' width
+                weight = class_weights(labels, logits.shape[1]).to(logits.device)
+            loss = F.cross_entropy(logits.float(), labels[idx], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
