@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from synthetic import floor_clips
 
 from uclser_lib import analysis, embed, released, results, widgets
 from uclser_lib.data import PackedClips, feature_stats
@@ -211,25 +212,12 @@ def test_markdown_table():
         results.markdown_table(["a", "b"], [[1]])
 
 
-def _floor_clips():
-    """Three log10 mel clips (T, 96) with distinct noise floors and a few loud events."""
-    rng = np.random.default_rng(0)
-    out = []
-    for length in (160, 130, 101):
-        floor = rng.uniform(-7, -5, 96)
-        x = floor + 0.05 * rng.standard_normal((length, 96))
-        for start in rng.integers(0, length - 10, 4):
-            x[start : start + 8, rng.integers(0, 80) :][:, :16] += rng.uniform(3, 5)
-        out.append(x.astype(np.float32))
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Mix-back and the background shortcut
 
 
 def test_mix_back_blurs_the_noise_floor_shortcut():
-    clips = _floor_clips()
+    clips = floor_clips()
     only = {name: False for name, c in widgets.CONTROLS.items() if c.kind == "toggle"}
     packed = PackedClips.from_list(clips * 2)
     plain = analysis.pair_gaps(packed, widgets.config_from_controls(only), seed=1)

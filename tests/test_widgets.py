@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from synthetic import floor_clips
 
 from uclser_lib import features, widgets
 from uclser_lib.augment import AugmentConfig
@@ -23,15 +24,7 @@ ALL_OFF = {name: False for name, c in widgets.CONTROLS.items() if c.kind == "tog
 @pytest.fixture(scope="module")
 def clips():
     """Three log10 mel clips (T, 96) with distinct noise floors and a few loud events."""
-    rng = np.random.default_rng(0)
-    out = []
-    for length in (160, 130, 101):
-        floor = rng.uniform(-7, -5, 96)
-        x = floor + 0.05 * rng.standard_normal((length, 96))
-        for start in rng.integers(0, length - 10, 4):
-            x[start : start + 8, rng.integers(0, 80) :][:, :16] += rng.uniform(3, 5)
-        out.append(x.astype(np.float32))
-    return out
+    return floor_clips()
 
 
 def close_figures():
