@@ -24,6 +24,7 @@ from uclser_lib.downstream import (
 )
 from uclser_lib.features import DEFAULT_PARAMS
 from uclser_lib.models import Encoder, build_encoder
+from uclser_lib.train import TrainingDiverged
 
 N_CLASSES = 4
 
@@ -412,3 +413,22 @@ def test_balanced_weights_reach_the_loss_and_change_nothing_for_equal_classes():
             assert losses["balanced"] == pytest.approx(losses[None], rel=1e-6)
         else:
             assert abs(losses["balanced"][0] - losses[None][0]) > 1e-3, losses
+
+
+class EvalInfEncoder(TinyEncoder):
+    """TinyEncoder whose eval-mode embedding is infinite: a finite training loss but a diverged evaluation (what
+    stored BatchNorm statistics that no longer fit the weights can give)."""
+
+    def embed(self, x):
+        h = super().embed(x)
+        return h if self.training else h * float("inf")
+
+
+def test_non_finite_logits_stop_fine_tuning_as_diverged_not_as_bad_probabilities():
+    train, val, test = sets()
+    mean, std = feature_stats(train.clips)
+    with pytest.raises(TrainingDiverged, match=r"logits are not finite on (\d+) of \1 patches"):
+        score_model(EvalInfEncoder().eval(), val, mean, std)
+    cfg = FinetuneConfig(epochs=2, batch_size=8, milestones=[100], probe_epochs=0)
+    with pytest.raises(TrainingDiverged, match=r"^fine-tune, epoch 1, validation: the model's logits are not finite"):
+        finetune(EvalInfEncoder(), mean, std, train, val, test, cfg, device="cpu", progress=False)

@@ -312,7 +312,14 @@ def _fresh_linear(in_dim: int, out_dim: int, generator: torch.Generator) -> nn.L
 
 
 def _score(logits: torch.Tensor, clip_index: torch.Tensor, labels) -> dict:
-    """Clip metrics from patch logits (P, C): softmax per patch, mean per clip (docs/method.md §10)."""
+    """Clip metrics from patch logits (P, C): softmax per patch, mean per clip (docs/method.md §10).
+
+    ``TrainingDiverged`` when a logit is NaN or infinite (weights or BatchNorm statistics that diverged)."""
+    bad = int((~torch.isfinite(logits)).any(1).sum())
+    if bad:
+        raise TrainingDiverged(
+            f"the model's logits are not finite on {bad} of {len(logits)} patches (diverged weights)"
+        )
     clips, probs, _ = clip_predictions(torch.softmax(logits.float(), dim=1), clip_index)
     return clip_metrics(probs, torch.as_tensor(labels)[clips.cpu()])
 
@@ -320,7 +327,8 @@ def _score(logits: torch.Tensor, clip_index: torch.Tensor, labels) -> dict:
 def score_model(model: nn.Module, fs: FeatureSet, mean: float, std: float, device=None) -> dict:
     """Clip-level metrics of ``model`` (patches (B, 1, 101, 96) -> logits) on ``fs``, run in eval mode.
 
-    ``device`` defaults to the model's. Returns :func:`~uclser_lib.metrics.clip_metrics`' dict.
+    ``device`` defaults to the model's. Returns :func:`~uclser_lib.metrics.clip_metrics`' dict;
+    ``TrainingDiverged`` where the model's logits are NaN or infinite.
     """
     _check_stats(mean, std)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -385,7 +393,10 @@ def _fit(
         if not math.isfinite(epoch_loss):
             raise TrainingDiverged(f"{desc}, epoch {epoch + 1}: the loss is {epoch_loss}; stopped (lower the lr?)")
         module.eval()
-        val = score("val")
+        try:
+            val = score("val")
+        except TrainingDiverged as e:  # a finite training loss, but eval mode (stored BatchNorm statistics) is not
+            raise TrainingDiverged(f"{desc}, epoch {epoch + 1}, validation: {e}; stopped (lower the lr?)") from None
         improved = best is None or val["balanced"] > best[1]["balanced"]
         test = score("test") if cfg.test_every_epoch else None
         history.append(
