@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +42,7 @@ from uclser_lib.downstream import (
     subsample_per_class,
     task_splits,
 )
-from uclser_lib.runtime import PAPER_SEED, seed_everything
+from uclser_lib.runtime import PAPER_SEED, seed_everything, write_atomic
 from uclser_lib.train import TrainingDiverged
 
 HERE = Path(__file__).resolve().parent
@@ -56,19 +55,6 @@ ARMS = {
     "both": ("frozen", 0.001),
 }
 DIP_EPOCHS = 3  # the dip: probe val minus the lowest val of fine-tuning epochs 1..DIP_EPOCHS
-
-
-def write_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def mean_std(values) -> dict:
@@ -250,7 +236,7 @@ def main(argv=None) -> dict:
                     flush=True,
                 )
             runs = [x for x in runs if (x["arm"], x["seed"]) != (arm, seed)] + [run]
-            write_atomic(args.out, report(runs))
+            write_atomic(args.out, json.dumps(report(runs), indent=1) + "\n")
     result = report(runs)
     print(f"\n{args.out}")
     print("arm        bn      lr      seeds  probe val    min val ep 1-3  dip          test at best  probe test")
