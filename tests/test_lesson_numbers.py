@@ -20,6 +20,7 @@ import pytest
 
 from uclser_lib.coursedata import ASO_IDS, DATASET_VERSION, plan_dataset
 from uclser_lib.datasets import course_dataset_name
+from uclser_lib.results import gain_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 NB03 = "notebooks/03_contrastive_pretraining.ipynb"
@@ -28,7 +29,8 @@ NB05 = "notebooks/05_finetuning.ipynb"
 NB06 = "notebooks/06_what_the_encoder_learned.ipynb"
 METHOD = "docs/method.md"
 V2 = "pretrained/results/v2"
-SHIPPED = ("pretrained/manifest.json", "pretrained/*.metrics.json", f"{V2}/*.json", f"{V2}/*/*.json")
+DIP = "bench/results-finetune-dip.json"  # bench/finetune_dip.py: notebook 05's dip, BatchNorm or the lr
+SHIPPED = ("pretrained/manifest.json", "pretrained/*.metrics.json", f"{V2}/*.json", f"{V2}/*/*.json", DIP)
 
 
 class Shipped:
@@ -49,6 +51,9 @@ class Shipped:
 
     def curves(self, arch: str = "resnet18") -> dict:
         return self.json(f"{V2}/curves-course-{arch}.json")
+
+    def dip(self) -> dict:
+        return self.json(DIP)
 
     def results(self, pattern: str) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted((self.root / V2).glob(pattern))]
@@ -151,6 +156,72 @@ def pretrained_on_this_dataset(s: Shipped) -> tuple:
     return (dataset_version(dataset), dataset if dataset == ours else f"{dataset}, not the course's {ours}")
 
 
+def dip_runs(s: Shipped) -> dict:
+    """(arm, seed) -> run of the dip measurement, the runs that did not diverge."""
+    return {(r["arm"], r["seed"]): r for r in s.dip()["runs"] if "diverged" not in r}
+
+
+def dip_paired(s: Shipped, a: str, b: str, key: str, key_b: str | None = None) -> dict:
+    runs = dip_runs(s)
+    seeds = sorted(x for arm, x in runs if arm == a and (b, x) in runs)
+    return gain_interval([runs[a, x][key] for x in seeds], [runs[b, x][key_b or key] for x in seeds])
+
+
+def dip_arm(s: Shipped, arm: str) -> dict:
+    return next(x for x in s.dip()["summary"] if x["arm"] == arm)
+
+
+def dip_verdict(s: Shipped) -> tuple:
+    """Notebook 05: baseline's and lr 0.001's mean dips, their paired difference with its interval, the test gain."""
+    d = dip_paired(s, "lr_0.001", "baseline", "dip")
+    t = dip_paired(s, "lr_0.001", "baseline", "test_balanced")
+    return (
+        dip_arm(s, "baseline")["dip"]["mean"],
+        dip_arm(s, "lr_0.001")["dip"]["mean"],
+        d["mean"],
+        d["low"],
+        d["high"],
+        t["mean"],
+    )
+
+
+def dip_bn(s: Shipped) -> tuple:
+    """Seeds in which BatchNorm frozen at lr 0.01 diverged (all of them, or the count says otherwise), and how much
+    freezing it deepened lr 0.001's dip."""
+    frozen = dip_arm(s, "bn_frozen")
+    seeds = {r["seed"] for r in s.dip()["runs"]}
+    all_ = (
+        len(frozen["diverged_seeds"])
+        if not frozen["seeds"] and len(frozen["diverged_seeds"]) == len(seeds)
+        else "not all"
+    )
+    return (all_, dip_paired(s, "both", "lr_0.001", "dip")["mean"])
+
+
+def dip_vs_probe(s: Shipped) -> tuple:
+    g = dip_paired(s, "lr_0.001", "lr_0.001", "test_balanced", "probe_test")
+    return (-g["mean"], "includes" if g["low"] < 0 < g["high"] else "excludes", s.dip()["setup"]["n_val"])
+
+
+def dip_method(s: Shipped) -> tuple:
+    """docs/method.md: the probe's mean val, the baseline's lowest val of epochs 1-3, the test gain of lr 0.001, the
+    validation clips, all rounded to integers."""
+    base = dip_arm(s, "baseline")
+    return tuple(
+        str(round(v))
+        for v in (
+            base["probe_val"]["mean"],
+            base["min_val_1_3"]["mean"],
+            dip_paired(s, "lr_0.001", "baseline", "test_balanced")["mean"],
+            s.dip()["setup"]["n_val"],
+        )
+    )
+
+
+def short_finetune_recipe(s: Shipped, key: str):
+    return one((r["recipe"][key] for r in s.results("short-finetune/*.json")), f"the short fine-tuning {key}s")
+
+
 @dataclass(frozen=True)
 class Check:
     file: str
@@ -227,6 +298,33 @@ CHECKS = [
             ((r["recipe"]["epochs"], r["recipe"]["batch_size"]) for r in s.results("short-finetune/*.json")),
             "the short fine-tuning recipes",
         ),
+    ),
+    Check(
+        NB05,
+        r"at lr 0\.001 it shrinks from (\d+\.\d) to (\d+\.\d) points \(paired over the seeds ([+-]\d+\.\d), 95 % CI "
+        r"\[([+-]\d+\.\d), ([+-]\d+\.\d)\]\) and the test score at the selected epoch rises by (\d+\.\d) points",
+        dip_verdict,
+    ),
+    Check(NB05, r"at lr 0\.01 the run diverged in all (\d+) seeds .* it deepened the dip by (\d+\.\d) points", dip_bn),
+    Check(
+        NB05,
+        r"it ended (\d+\.\d) points below it, an interval that (includes|excludes) 0\), or which learning rate is "
+        r"best: two were tried, and the validation set is (\d+) clips",
+        dip_vs_probe,
+    ),
+    Check(NB05, r"the shipped fine-tuning table: (\d+) epochs", lambda s: short_finetune_recipe(s, "epochs"), "code"),
+    Check(
+        NB05,
+        r"the shipped fine-tuning table: (\d+); the paper",
+        lambda s: short_finetune_recipe(s, "batch_size"),
+        "code",
+    ),
+    Check(
+        METHOD,
+        r"Started from a probe at (\d+) % validation balanced accuracy, the shipped ResNet-18 fell to about (\d+) % "
+        r"within three fine-tuning epochs at lr 0\.01\. At lr 0\.001 that dip nearly vanishes and the selected epoch "
+        r"tests about (\d+) points higher; .* a (\d+)-clip validation set",
+        dip_method,
     ),
     # notebook 06
     Check(NB06, r"The live cells run on the course dataset version (\d+)", lambda s: DATASET_VERSION),
@@ -427,3 +525,21 @@ def test_a_stale_or_reworded_sentence_fails(tmp_path):
     (resnet,) = [c for c in CHECKS if c.file == METHOD and "the ResNet-18 for" in c.pattern]
     assert failures(resnet, prose(tmp_path, METHOD), shipped)[0].startswith(f"{METHOD}: no prose matches")
     assert not failures(by_name[resnet.name], prose(ROOT, METHOD), shipped)
+
+
+def test_a_remade_dip_measurement_fails_the_prose(tmp_path):
+    """bench/finetune_dip.py re-run with a different result: lr 0.001's dip 10 points deeper in every seed."""
+    root = copy_shipped(tmp_path)
+
+    def deeper(result):
+        for run in result["runs"]:
+            if run["arm"] == "lr_0.001":
+                run["dip"] += 10.0
+        for row in result["summary"]:
+            if row["arm"] == "lr_0.001":
+                row["dip"]["mean"] += 10.0
+
+    edit_json(root / DIP, deeper)
+    failed = all_failures(root)
+    assert set(failed) == {c.name for c in CHECKS if c.value in (dip_verdict, dip_bn)}, failed
+    assert any("says 9.2, the shipped files 19.2" in f for f in sum(failed.values(), []))
