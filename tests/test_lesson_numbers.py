@@ -23,6 +23,7 @@ from uclser_lib.datasets import course_dataset_name
 from uclser_lib.results import gain_interval
 
 ROOT = Path(__file__).resolve().parents[1]
+NB02 = "notebooks/02_augmentations.ipynb"
 NB03 = "notebooks/03_contrastive_pretraining.ipynb"
 NB04 = "notebooks/04_linear_evaluation.ipynb"
 NB05 = "notebooks/05_finetuning.ipynb"
@@ -30,7 +31,8 @@ NB06 = "notebooks/06_what_the_encoder_learned.ipynb"
 METHOD = "docs/method.md"
 V2 = "pretrained/results/v2"
 DIP = "bench/results-finetune-dip.json"  # bench/finetune_dip.py: notebook 05's dip, BatchNorm or the lr
-SHIPPED = ("pretrained/manifest.json", "pretrained/*.metrics.json", f"{V2}/*.json", f"{V2}/*/*.json", DIP)
+MIXBACK = "bench/results-mixback-ablation.json"  # bench/mixback_ablation.py: notebook 02's shortcut, downstream
+SHIPPED = ("pretrained/manifest.json", "pretrained/*.metrics.json", f"{V2}/*.json", f"{V2}/*/*.json", DIP, MIXBACK)
 
 
 class Shipped:
@@ -222,6 +224,40 @@ def short_finetune_recipe(s: Shipped, key: str):
     return one((r["recipe"][key] for r in s.results("short-finetune/*.json")), f"the short fine-tuning {key}s")
 
 
+def mixback_paired(s: Shipped, a: str, b: str, key: str) -> dict:
+    runs = {(r["arm"], r["seed"]): r for r in s.json(MIXBACK)["runs"]}
+    seeds = sorted(x for arm, x in runs if arm == a and (b, x) in runs)
+    return gain_interval([runs[a, x][key] for x in seeds], [runs[b, x][key] for x in seeds])
+
+
+def mixback_vs_random(s: Shipped) -> tuple:
+    """Notebook 02: with mix-back and without, against random_bn (kNN and probe on test; kNN without)."""
+    knn, probe = (mixback_paired(s, "mix_back", "random_bn", k) for k in ("test_knn", "probe_test"))
+    without = mixback_paired(s, "none", "random_bn", "test_knn")
+    return tuple(g[k] for g in (knn, probe, without) for k in ("mean", "low", "high"))
+
+
+def mixback_vs_none(s: Shipped) -> tuple:
+    """Notebook 02: the seeds in which with mix-back beat without on every score (all, or the count says not), the kNN
+    test difference with its interval, and whether that interval includes 0."""
+    result = s.json(MIXBACK)
+    runs = {(r["arm"], r["seed"]): r for r in result["runs"]}
+    seeds = sorted({x for _, x in runs})
+    ahead = all(
+        runs["mix_back", x][k] > runs["none", x][k]
+        for x in seeds
+        for k in ("val_knn", "test_knn", "probe_val", "probe_test")
+    )
+    g = mixback_paired(s, "mix_back", "none", "test_knn")
+    return (
+        len(seeds) if ahead else "not all",
+        g["mean"],
+        g["low"],
+        g["high"],
+        "still includes" if g["low"] < 0 < g["high"] else "excludes",
+    )
+
+
 @dataclass(frozen=True)
 class Check:
     file: str
@@ -278,6 +314,20 @@ CHECKS = [
     Check(NB03, r"the step schedule \(lr drops at (\d+) % and (\d+) % of the epochs\)", drop_percents),
     Check(NB03, r"a kNN on (\d+) clips", lambda s: clean_train_clips()),
     Check(NB03, r"The course's (\d+) synthetic classes", lambda s: len(ASO_IDS)),
+    # notebook 02: the shortcut, downstream
+    Check(
+        NB02,
+        r"on the test clips \(kNN ([+-]\d+\.\d) points, 95 % CI \[([+-]\d+\.\d), ([+-]\d+\.\d)\]; probe ([+-]\d+\.\d) "
+        r"\[([+-]\d+\.\d), ([+-]\d+\.\d)\]\); without it, it does not "
+        r"\(kNN ([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\]\)",
+        mixback_vs_random,
+    ),
+    Check(
+        NB02,
+        r"it came out ahead in all (\d+) seeds on every score \(kNN on the test clips ([+-]\d+\.\d) \[([+-]\d+\.\d), "
+        r"([+-]\d+\.\d)\]\); with \d seeds that interval (still includes|excludes) 0",
+        mixback_vs_none,
+    ),
     # notebook 04 (numbers already true; its prose is edited elsewhere)
     Check(NB04, r"The live cells run on the course dataset version (\d+)", lambda s: DATASET_VERSION),
     Check(
@@ -383,6 +433,8 @@ def prose(root: Path, rel: str, cells: str = "markdown") -> str:
     if path.suffix != ".ipynb":
         return " ".join(path.read_text().split())
     sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == cells]
+    if cells == "markdown":  # a block quote's markers are not prose
+        sources = [re.sub(r"^>[ ]?", "", src, flags=re.M) for src in sources]
     if cells == "code":
         sources = [m.group(1) for src in sources for m in re.finditer(r"#\s?(.*)$", src, re.M)]
     return " ".join(" ".join(sources).split())
@@ -428,7 +480,7 @@ def test_quoted_numbers_match_the_shipped_files(check):
 
 def test_checks_are_distinct_and_cover_each_lesson():
     assert len({c.name for c in CHECKS}) == len(CHECKS)
-    assert {c.file for c in CHECKS} == {METHOD, NB03, NB04, NB05, NB06}
+    assert {c.file for c in CHECKS} == {METHOD, NB02, NB03, NB04, NB05, NB06}
 
 
 @pytest.mark.parametrize("name", ["course-resnet18", "course-vgglike", "course-crnn"])
@@ -543,3 +595,18 @@ def test_a_remade_dip_measurement_fails_the_prose(tmp_path):
     failed = all_failures(root)
     assert set(failed) == {c.name for c in CHECKS if c.value in (dip_verdict, dip_bn)}, failed
     assert any("says 9.2, the shipped files 19.2" in f for f in sum(failed.values(), []))
+
+
+def test_a_remade_mixback_ablation_fails_the_prose(tmp_path):
+    """bench/mixback_ablation.py re-run with a different result: the run without mix-back 25 points better on the
+    test clips' kNN in one seed, so it no longer trails in every seed and the quoted differences go stale."""
+    root = copy_shipped(tmp_path)
+
+    def better_without(result):
+        run = next(r for r in result["runs"] if r["arm"] == "none")
+        run["test_knn"] += 25.0
+
+    edit_json(root / MIXBACK, better_without)
+    failed = all_failures(root)
+    assert set(failed) == {c.name for c in CHECKS if c.value in (mixback_vs_random, mixback_vs_none)}, failed
+    assert any("says 3, the shipped files not all" in f for f in sum(failed.values(), []))
