@@ -29,6 +29,7 @@ NB04 = "notebooks/04_linear_evaluation.ipynb"
 NB05 = "notebooks/05_finetuning.ipynb"
 NB06 = "notebooks/06_what_the_encoder_learned.ipynb"
 METHOD = "docs/method.md"
+README = "README.md"
 V2 = "pretrained/results/v2"
 DIP = "bench/results-finetune-dip.json"  # bench/finetune_dip.py: notebook 05's dip, BatchNorm or the lr
 MIXBACK = "bench/results-mixback-ablation.json"  # bench/mixback_ablation.py: notebook 02's shortcut, downstream
@@ -258,6 +259,12 @@ def mixback_vs_none(s: Shipped) -> tuple:
     )
 
 
+def readme_dip(s: Shipped) -> tuple:
+    """README: the baseline's and lr 0.001's dips, and lr 0.001's paired test gain with its interval."""
+    gain = dip_paired(s, "lr_0.001", "baseline", "test_balanced")
+    return (*dip_verdict(s)[:2], gain["mean"], gain["low"], gain["high"])
+
+
 @dataclass(frozen=True)
 class Check:
     file: str
@@ -327,6 +334,19 @@ CHECKS = [
         r"it came out ahead in all (\d+) seeds on every score \(kNN on the test clips ([+-]\d+\.\d) \[([+-]\d+\.\d), "
         r"([+-]\d+\.\d)\]\); with \d seeds that interval (still includes|excludes) 0",
         mixback_vs_none,
+    ),
+    # README: the two measured whys
+    Check(
+        README,
+        r"at lr 0\.001 instead of 0\.01 the dip shrinks from (\d+\.\d) to (\d+\.\d) points and the selected "
+        r"epoch tests (\d+\.\d) points higher \(\[([+-]\d+\.\d), ([+-]\d+\.\d)\]\)",
+        readme_dip,
+    ),
+    Check(
+        README,
+        r"on the test clips \(kNN ([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\] points, linear probe ([+-]\d+\.\d) "
+        r"\[([+-]\d+\.\d), ([+-]\d+\.\d)\]\)",
+        lambda s: mixback_vs_random(s)[:6],
     ),
     # notebook 04 (numbers already true; its prose is edited elsewhere)
     Check(NB04, r"The live cells run on the course dataset version (\d+)", lambda s: DATASET_VERSION),
@@ -480,7 +500,7 @@ def test_quoted_numbers_match_the_shipped_files(check):
 
 def test_checks_are_distinct_and_cover_each_lesson():
     assert len({c.name for c in CHECKS}) == len(CHECKS)
-    assert {c.file for c in CHECKS} == {METHOD, NB02, NB03, NB04, NB05, NB06}
+    assert {c.file for c in CHECKS} == {METHOD, README, NB02, NB03, NB04, NB05, NB06}
 
 
 @pytest.mark.parametrize("name", ["course-resnet18", "course-vgglike", "course-crnn"])
@@ -593,7 +613,7 @@ def test_a_remade_dip_measurement_fails_the_prose(tmp_path):
 
     edit_json(root / DIP, deeper)
     failed = all_failures(root)
-    assert set(failed) == {c.name for c in CHECKS if c.value in (dip_verdict, dip_bn)}, failed
+    assert set(failed) == {c.name for c in CHECKS if c.value in (dip_verdict, dip_bn, readme_dip)}, failed
     assert any("says 9.2, the shipped files 19.2" in f for f in sum(failed.values(), []))
 
 
