@@ -1,14 +1,19 @@
-"""Every notebook runs on another dataset than the course's: ``UCLSER_DATASET=<a folder>`` (issue #13).
+"""Every notebook runs on another dataset than the course's: ``UCLSER_DATASET=<a folder>`` (issue #13), and the loop
+closes (#22): notebook 03 exports the encoder it trains, and notebooks 04-06 evaluate it.
 
 A small folder of generated sounds (3 classes of 8 WAV clips, and an unlabelled part) stands for ESC-50 or your own
 recordings. Each notebook runs in smoke mode on it (nbconvert, which stops at the first cell that raises): what only
 exists for the course dataset (its label-noise ground truth, its confusable classes, its shipped curves) is skipped
-with a printed note, and the figures go to ``build/figures-smoke-<folder>``, never over the course's.
+with a printed note, and the figures go to ``build/figures-smoke-<folder>``, never over the course's. Notebook 03
+pre-trains for one epoch and prints the ``export UCLSER_ENCODER=...`` line a student would copy; notebooks 04-06 run
+with it set and must label that encoder as the student's own ("yours: <run>") in their outputs. (Each notebook runs
+once: the shipped encoders on the course dataset are exercised by the smoke runs of ``make test``.)
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import nbformat
@@ -18,6 +23,7 @@ from test_folders import tone
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+LATER = ("04_linear_evaluation", "05_finetuning", "06_what_the_encoder_learned")  # these evaluate 03's encoder
 FOLDER = "nbfolder"  # one fixed name: the notebooks' runs/ and figure folders are named after it, reused by each run
 
 pytestmark = pytest.mark.slow  # every notebook run end to end (nbconvert)
@@ -36,19 +42,72 @@ def folder_dataset(tmp_path_factory):
     return root, base / "data"
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_on_a_folder_dataset(notebook, folder_dataset, monkeypatch):
-    root, data = folder_dataset
-    monkeypatch.setenv("UCLSER_SMOKE", "1")
-    monkeypatch.setenv("UCLSER_DATASET", str(root))
-    monkeypatch.setenv("UCLSER_DATA", str(data))  # the folder's features: extracted by the first notebook, then read
-    monkeypatch.setenv("MPLBACKEND", os.environ.get("MPLBACKEND", "Agg"))
-    nb = nbformat.read(notebook, as_version=4)
-    ExecutePreprocessor(timeout=600, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(notebook.parent)}})
+def _run(notebook: Path, root: Path, data: Path, encoder: Path | None) -> str:
+    """Execute ``notebook`` in smoke mode on the folder dataset (stops at the first cell that raises); its text
+    outputs, joined."""
+    env = {"UCLSER_SMOKE": "1", "UCLSER_DATASET": str(root), "UCLSER_DATA": str(data)}  # features: extracted once
+    env["MPLBACKEND"] = os.environ.get("MPLBACKEND", "Agg")
+    old = {k: os.environ.get(k) for k in (*env, "UCLSER_ENCODER")}
+    os.environ.update(env)
+    os.environ.pop("UCLSER_ENCODER", None) if encoder is None else os.environ.__setitem__(
+        "UCLSER_ENCODER", str(encoder)
+    )
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+        ExecutePreprocessor(timeout=600, kernel_name="python3").preprocess(
+            nb, {"metadata": {"path": str(notebook.parent)}}
+        )
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     code = [c for c in nb.cells if c.cell_type == "code"]
     not_run = [i for i, c in enumerate(code) if c.execution_count is None and c.source.strip()]
     assert not not_run, f"code cells {not_run} of {notebook.name} did not run"
-    text = "".join(o.get("text", "") for c in code for o in c.outputs if o.output_type == "stream")
+    texts = []
+    for cell in code:
+        for out in cell.outputs:
+            texts.append(out.get("text", ""))
+            texts += [out.get("data", {}).get(k, "") for k in ("text/plain", "text/markdown")]
+    return "\n".join(texts)
+
+
+@pytest.fixture(scope="module")
+def runs(folder_dataset):
+    """Each notebook's outputs on the folder dataset, run at most once per module (04-06 after 03, with its encoder)."""
+    done: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        if name not in done:
+            encoder = exported_encoder(get("03_contrastive_pretraining")) if name in LATER else None
+            done[name] = _run(ROOT / "notebooks" / f"{name}.ipynb", *folder_dataset, encoder)
+        return done[name]
+
+    return get
+
+
+def exported_encoder(text: str) -> Path:
+    """Notebook 03's exported encoder, from the line the notebook prints for the student to copy."""
+    lines = [line for line in text.splitlines() if line.startswith("export UCLSER_ENCODER=")]
+    assert len(lines) == 1, "notebook 03 printed no `export UCLSER_ENCODER=` line"
+    path = Path(shlex.split(lines[0].split("=", 1)[1])[0])
+    assert path.is_file() and (path.parent / "manifest.json").is_file() and (path.parent / "checkpoint.pt").is_file()
+    assert f'ENCODER = "{path}"' in text
+    return path
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_a_folder_dataset(notebook, runs):
+    text = runs(notebook.stem)
     assert f"folder:{FOLDER}" in text, f"{notebook.name} did not run on the folder dataset"
     saved = [line for line in text.splitlines() if line.endswith(".png")]
     assert all(f"build/figures-smoke-{FOLDER}/" in line for line in saved), saved  # never over the course's figures
+    if notebook.stem in LATER:  # the encoder notebook 03 exported, evaluated and named as the student's own
+        from uclser_lib.pretrained import resolve_encoder
+
+        exported = exported_encoder(runs("03_contrastive_pretraining"))
+        label = resolve_encoder(str(exported), "course-vgglike")[1].label
+        assert label == f"yours: {exported.parent.name}"
+        assert f"encoder: {label} (resnet18," in text, f"{notebook.name} did not load the exported encoder"
+        shown = text.count(label)
+        assert shown >= 2, f"{notebook.name} names the exported encoder {shown} time(s) only: its tables miss it"
+        assert "encoder: course-" not in text  # the shipped encoder was not the one evaluated
