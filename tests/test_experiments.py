@@ -74,7 +74,7 @@ def test_label_curves_by_linear_evaluation_on_tiny_course():
     mean, std = feature_stats(splits["pretrain"].clips)
     cfg = LinearEvalConfig(epochs=2, batch_size=16, milestones=[1])
     eff = label_efficiency(
-        build_encoder("vgglike"),
+        build_encoder("resnet18"),
         mean,
         std,
         splits,
@@ -94,7 +94,7 @@ def test_label_curves_by_linear_evaluation_on_tiny_course():
     n_train = {r["fraction"]: r["n_train"] for r in eff["rows"]}
     assert len(splits["test"].classes) <= n_train[0.5] <= n_train[1.0]  # at least one clip per class
     noise = label_noise(
-        build_encoder("vgglike"),
+        build_encoder("resnet18"),
         mean,
         std,
         splits,
@@ -108,7 +108,7 @@ def test_label_curves_by_linear_evaluation_on_tiny_course():
         ("linear", 0.6, i) for i in CURVE_INITS["linear"]
     }
     with pytest.raises(ValueError, match="stage must be"):
-        label_efficiency(build_encoder("vgglike"), mean, std, splits, fractions=(1.0,), stage="probe", device="cpu")
+        label_efficiency(build_encoder("resnet18"), mean, std, splits, fractions=(1.0,), stage="probe", device="cpu")
 
 
 def test_with_labels_shares_features():
