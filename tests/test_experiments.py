@@ -21,7 +21,7 @@ from uclser_lib.experiments import (
 )
 from uclser_lib.folders import RealDataset
 from uclser_lib.models import build_encoder
-from uclser_lib.results import gain_interval, gains, merge_results
+from uclser_lib.results import gain_interval, gains, merge_results, scores_by_seed
 
 
 def test_relabel_rate_and_structure():
@@ -236,6 +236,20 @@ def test_gains_pair_the_same_seeds():
     assert g["baseline_mean"] == pytest.approx(51.0) and g["gain_n"] == 2
     (h,) = gains(rows, "random_bn")
     assert h["seeds"] == [0] and h["gain_mean"] == 5.0 and h["gain_low"] is None
+
+
+def test_two_rows_of_one_seed_are_an_error_not_a_silent_overwrite():
+    row = dict(arch="a", init="pretrained", stage="linear", task="noisy", seed=0, test_balanced=60.0)
+    rows = [row, dict(row, init="random", test_balanced=50.0), dict(row, task="clean", test_balanced=70.0)]
+    assert scores_by_seed(rows) == {
+        ("a", "linear", "noisy"): {"pretrained": {0: 60.0}, "random": {0: 50.0}},
+        ("a", "linear", "clean"): {"pretrained": {0: 70.0}},
+    }
+    # grouped without the task, the clean row of seed 0 would replace the noisy one in the pairing
+    with pytest.raises(ValueError, match=r"\{'arch': 'a', 'stage': 'linear'\}, init 'pretrained', seed 0"):
+        gains(rows, "random", keys=("arch", "stage"))
+    with pytest.raises(ValueError, match="seed 0: one row per seed"):  # two settings' rows left in one file
+        scores_by_seed(rows + [dict(row, setting=0.1, test_balanced=61.0)])
 
 
 def test_merge_refuses_rows_made_with_another_recipe():

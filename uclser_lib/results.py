@@ -23,6 +23,7 @@ __all__ = [
     "markdown_table",
     "merge_results",
     "paired_summary",
+    "scores_by_seed",
     "summarise",
 ]
 
@@ -178,18 +179,32 @@ def gain_interval(pretrained: list[float], baseline: list[float], confidence: fl
     return out
 
 
+def scores_by_seed(rows: list[dict], keys=("arch", "stage", "task")) -> dict[tuple, dict[str, dict[int, float]]]:
+    """The rows' test balanced accuracy (%) as ``{group: {init: {seed: score}}}``, a group being the row's values of
+    ``keys`` (in that order), groups in order of first appearance.
+
+    One row per (group, init, seed) is expected: a result file keeps only the selected setting's rows. Two rows of
+    one seed (rows of several settings, or a ``keys`` that leaves a field out) raise ValueError instead of letting
+    the later row hide the earlier one."""
+    groups: dict[tuple, dict[str, dict[int, float]]] = {}
+    for r in rows:
+        group = tuple(r.get(k) for k in keys)
+        by_seed = groups.setdefault(group, {}).setdefault(r["init"], {})
+        if r["seed"] in by_seed:
+            raise ValueError(
+                f"two result rows for {dict(zip(keys, group))}, init {r['init']!r}, seed {r['seed']}: one row per "
+                "seed expected (keep only the selected setting's rows, or group by more keys)"
+            )
+        by_seed[r["seed"]] = r["test_balanced"]
+    return groups
+
+
 def gains(rows: list[dict], baseline: str, keys=("arch", "stage", "task"), confidence: float = 0.95) -> list[dict]:
     """Pre-trained vs ``baseline`` init for each combination of ``keys``: the paired :func:`gain_interval` over
     the seeds both have, with both means and stds (test balanced accuracy, %), in order of first appearance."""
-    groups: dict[tuple, dict[str, dict[int, float]]] = {}
-    for r in rows:
-        if r["init"] in ("pretrained", baseline):
-            groups.setdefault(tuple(r.get(k) for k in keys), {}).setdefault(r["init"], {})[r["seed"]] = r[
-                "test_balanced"
-            ]
     out = []
-    for group, inits in groups.items():
-        if len(inits) < 2:
+    for group, inits in scores_by_seed(rows, keys).items():
+        if "pretrained" not in inits or baseline not in inits:
             continue
         seeds = sorted(set(inits["pretrained"]) & set(inits[baseline]))
         a = [inits["pretrained"][s] for s in seeds]
