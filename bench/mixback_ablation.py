@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uclser_lib import data, datasets, models
+from uclser_lib import data, datasets
 from uclser_lib.augment import AugmentConfig
 from uclser_lib.baselines import recalibrate_batchnorm
 from uclser_lib.downstream import LinearEvalConfig, linear_eval, lr_milestones, task_splits
 from uclser_lib.embed import knn_evaluate
 from uclser_lib.results import gain_interval
-from uclser_lib.runtime import PAPER_SEED, checkout_root, describe_machine, seed_everything, work_root, write_atomic
-from uclser_lib.train import PRETRAIN_DROPS, PretrainConfig, pretrain
+from uclser_lib.runtime import PAPER_SEED, checkout_root, describe_machine, work_root, write_atomic
+from uclser_lib.train import PRETRAIN_DROPS, PretrainConfig, initial_encoder, pretrain
 
 OUT = checkout_root() / "bench" / "results-mixback-ablation.json"
 ARMS = ("mix_back", "none", "random_bn")
@@ -120,8 +120,8 @@ def main(argv=None) -> dict:
             "runs": runs,
         }
 
-    def pretrained_encoder(arm: str, seed: int, t0: float):
-        cfg = PretrainConfig(
+    def config(arm: str, seed: int) -> PretrainConfig:  # random_bn: only its arch and seed matter
+        return PretrainConfig(
             arch="resnet18",
             epochs=args.epochs,
             batch_size=32,
@@ -130,6 +130,9 @@ def main(argv=None) -> dict:
             seed=seed,
             augment=augment_of(arm),
         )
+
+    def pretrained_encoder(arm: str, seed: int, t0: float):
+        cfg = config(arm, seed)
         run_dir = work_root() / "runs" / f"bench-mixback-{course.name}-{arm}-{seed}-{len(train_set)}"
         model, history = pretrain(cfg, train_set, None, run_dir, resume=True, device=device, progress=False)
         return model.encoder.eval(), history, time.perf_counter() - t0
@@ -141,8 +144,7 @@ def main(argv=None) -> dict:
                 continue
             t0 = time.perf_counter()
             if arm == "random_bn":  # the initial weights pretrain draws with this seed, no training
-                seed_everything(seed)
-                start = models.build_encoder("resnet18", n_classes=len(train_set.classes))
+                start = initial_encoder(config(arm, seed), len(train_set.classes))
                 encoder = recalibrate_batchnorm(start, train_set.clips, mean, std, seed=seed, device=device)
                 history, seconds = [], 0.0
             else:

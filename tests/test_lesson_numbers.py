@@ -164,10 +164,15 @@ def dip_runs(s: Shipped) -> dict:
     return {(r["arm"], r["seed"]): r for r in s.dip()["runs"] if "diverged" not in r}
 
 
-def dip_paired(s: Shipped, a: str, b: str, key: str, key_b: str | None = None) -> dict:
-    runs = dip_runs(s)
+def paired(runs: dict, a: str, b: str, key: str, key_b: str | None = None) -> dict:
+    """Arm ``a``'s ``key`` minus arm ``b``'s ``key_b`` (default ``key``) over the seeds both have, of a bench file's
+    (arm, seed) -> run: the paired interval the notebooks print."""
     seeds = sorted(x for arm, x in runs if arm == a and (b, x) in runs)
     return gain_interval([runs[a, x][key] for x in seeds], [runs[b, x][key_b or key] for x in seeds])
+
+
+def dip_paired(s: Shipped, a: str, b: str, key: str, key_b: str | None = None) -> dict:
+    return paired(dip_runs(s), a, b, key, key_b)
 
 
 def dip_arm(s: Shipped, arm: str) -> dict:
@@ -225,10 +230,13 @@ def short_finetune_recipe(s: Shipped, key: str):
     return one((r["recipe"][key] for r in s.results("short-finetune/*.json")), f"the short fine-tuning {key}s")
 
 
+def mixback_runs(s: Shipped) -> dict:
+    """(arm, seed) -> run of the mix-back ablation."""
+    return {(r["arm"], r["seed"]): r for r in s.json(MIXBACK)["runs"]}
+
+
 def mixback_paired(s: Shipped, a: str, b: str, key: str) -> dict:
-    runs = {(r["arm"], r["seed"]): r for r in s.json(MIXBACK)["runs"]}
-    seeds = sorted(x for arm, x in runs if arm == a and (b, x) in runs)
-    return gain_interval([runs[a, x][key] for x in seeds], [runs[b, x][key] for x in seeds])
+    return paired(mixback_runs(s), a, b, key)
 
 
 def mixback_vs_random(s: Shipped) -> tuple:
@@ -241,8 +249,7 @@ def mixback_vs_random(s: Shipped) -> tuple:
 def mixback_vs_none(s: Shipped) -> tuple:
     """Notebook 02: the seeds in which with mix-back beat without on every score (all, or the count says not), the kNN
     test difference with its interval, and whether that interval includes 0."""
-    result = s.json(MIXBACK)
-    runs = {(r["arm"], r["seed"]): r for r in result["runs"]}
+    runs = mixback_runs(s)
     seeds = sorted({x for _, x in runs})
     ahead = all(
         runs["mix_back", x][k] > runs["none", x][k]

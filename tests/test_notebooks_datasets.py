@@ -45,21 +45,19 @@ def folder_dataset(tmp_path_factory):
 def _run(notebook: Path, root: Path, data: Path, encoder: Path | None) -> str:
     """Execute ``notebook`` in smoke mode on the folder dataset (stops at the first cell that raises); its text
     outputs, joined."""
-    env = {"UCLSER_SMOKE": "1", "UCLSER_DATASET": str(root), "UCLSER_DATA": str(data)}  # features: extracted once
-    env["MPLBACKEND"] = os.environ.get("MPLBACKEND", "Agg")
-    old = {k: os.environ.get(k) for k in (*env, "UCLSER_ENCODER")}
-    os.environ.update(env)
-    os.environ.pop("UCLSER_ENCODER", None) if encoder is None else os.environ.__setitem__(
-        "UCLSER_ENCODER", str(encoder)
-    )
-    try:
+    with pytest.MonkeyPatch.context() as env:  # the kernel inherits these; restored afterwards
+        env.setenv("UCLSER_SMOKE", "1")
+        env.setenv("UCLSER_DATASET", str(root))
+        env.setenv("UCLSER_DATA", str(data))  # the folder's features: extracted by the first notebook, then read
+        env.setenv("MPLBACKEND", os.environ.get("MPLBACKEND", "Agg"))
+        if encoder is None:
+            env.delenv("UCLSER_ENCODER", raising=False)
+        else:
+            env.setenv("UCLSER_ENCODER", str(encoder))
         nb = nbformat.read(notebook, as_version=4)
         ExecutePreprocessor(timeout=600, kernel_name="python3").preprocess(
             nb, {"metadata": {"path": str(notebook.parent)}}
         )
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     code = [c for c in nb.cells if c.cell_type == "code"]
     not_run = [i for i, c in enumerate(code) if c.execution_count is None and c.source.strip()]
     assert not not_run, f"code cells {not_run} of {notebook.name} did not run"

@@ -7,7 +7,7 @@ import torch
 from uclser_lib.checkpoints import load_checkpoint
 from uclser_lib.data import FeatureSet, PackedClips
 from uclser_lib.features import DEFAULT_PARAMS
-from uclser_lib.train import PretrainConfig, TrainingDiverged, pretrain
+from uclser_lib.train import PretrainConfig, TrainingDiverged, initial_encoder, pretrain
 
 
 def synthetic_set(n=12, n_classes=4, seed=0) -> FeatureSet:
@@ -65,6 +65,19 @@ def test_loss_goes_down():
         tiny_config(epochs=4, batch_size=8, milestones=[100], knn_every=0), train, progress=False, device="cpu"
     )
     assert hist[-1]["loss"] < hist[0]["loss"]
+
+
+def test_pretraining_starts_from_the_initial_encoder_of_its_config():
+    """initial_encoder is the random-init baseline paired with a run: the weights pretrain starts from (at lr 1e-12
+    one epoch moves them far less than float32 resolves; another seed's weights differ)."""
+    train = synthetic_set()
+    cfg = tiny_config(epochs=1, lr=1e-12, knn_every=0)
+    model, _ = pretrain(cfg, train, progress=False, device="cpu")
+    start = dict(initial_encoder(cfg, len(train.classes)).named_parameters())
+    other = dict(initial_encoder(tiny_config(seed=2), len(train.classes)).named_parameters())
+    for name, p in model.encoder.named_parameters():
+        torch.testing.assert_close(p.detach(), start[name].detach())
+    assert any(not torch.equal(start[n], other[n]) for n in start)
 
 
 def test_resume_with_another_config_is_refused(tmp_path):

@@ -27,7 +27,7 @@ from .checkpoints import load_checkpoint, save_checkpoint, sidecar_of
 from .data import FeatureSet, feature_stats
 from .embed import knn_evaluate
 from .losses import nt_xent
-from .models import ContrastiveModel, ProjectionHead, build_encoder
+from .models import ContrastiveModel, Encoder, ProjectionHead, build_encoder
 from .runtime import PAPER_SEED, pick_device, seed_everything, write_atomic
 from .views import GraphedViews, ViewBuilder
 
@@ -38,6 +38,7 @@ __all__ = [
     "TrainingDiverged",
     "check_run_dir",
     "distributed_context",
+    "initial_encoder",
     "pretrain",
     "write_metrics",
 ]
@@ -160,6 +161,14 @@ def distributed_context() -> tuple[int, int]:
     return 0, 1
 
 
+def initial_encoder(cfg: PretrainConfig, n_classes: int) -> Encoder:
+    """The encoder :func:`pretrain` starts from with ``cfg``: ``cfg.arch`` with ``n_classes`` outputs, its weights
+    drawn after seeding every generator with ``cfg.seed`` (and those generators left where pre-training goes on from).
+    Untrained, it is the random-init baseline paired with that run."""
+    seed_everything(cfg.seed)
+    return build_encoder(cfg.arch, n_classes=n_classes)
+
+
 def pretrain(
     cfg: PretrainConfig,
     train: FeatureSet,
@@ -200,8 +209,7 @@ def pretrain(
     packed = train.clips.to(device)
     views = ViewBuilder(packed, cfg.augment, mean, std)
 
-    seed_everything(cfg.seed)  # the initial weights
-    encoder = build_encoder(cfg.arch, n_classes=len(train.classes))
+    encoder = initial_encoder(cfg, len(train.classes))
     encoder.classifier().requires_grad_(False)  # the class layer plays no part in pre-training
     model = ContrastiveModel(encoder, ProjectionHead(encoder.embedding_dim, cfg.proj_hidden, cfg.proj_dim)).to(device)
     use_cl = cfg.channels_last and device.type == "cuda"
