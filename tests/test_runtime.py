@@ -93,3 +93,12 @@ def test_fsd_root_reads_uclser_fsd_root(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("UCLSER_FSD_ROOT", "~/fsd")
     assert fsd_root() == tmp_path / "fsd"
+
+
+def test_check_gpu_stops_only_on_a_gpu_that_torch_cannot_use():
+    from uclser_lib.runtime import check_gpu
+
+    check_gpu(has_gpu=lambda: False, cuda_available=lambda: False)  # a CPU machine
+    check_gpu(has_gpu=lambda: True, cuda_available=lambda: True)  # a GPU torch can use
+    with pytest.raises(RuntimeError, match="nvidia-smi sees a GPU but the installed torch cannot use it"):
+        check_gpu(has_gpu=lambda: True, cuda_available=lambda: False)

@@ -9,6 +9,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -84,6 +85,22 @@ def check_torch_pair(version=importlib.metadata.version) -> None:
         raise ImportError(
             f"torchaudio {audio_v} does not belong with torch {torch_v} (each torchaudio release is built for "
             f"the torch release of the same number); run `make install` to restore the pair in requirements.lock"
+        )
+
+
+def check_gpu(has_gpu=None, cuda_available=None) -> None:
+    """Raise RuntimeError when the machine has an NVIDIA GPU (``nvidia-smi`` on the PATH) that torch cannot use.
+
+    The notebooks' setup cell calls it after installing the course on a hosted notebook (Colab, Kaggle): there a
+    CPU-only torch beside a GPU would run every lesson on the CPU, silently. ``has_gpu`` and ``cuda_available``
+    (functions of no argument) replace the two probes in tests.
+    """
+    has_gpu = has_gpu or (lambda: shutil.which("nvidia-smi") is not None)
+    cuda_available = cuda_available or torch.cuda.is_available
+    if has_gpu() and not cuda_available():
+        raise RuntimeError(
+            "nvidia-smi sees a GPU but the installed torch cannot use it (torch.cuda.is_available() is False): "
+            "install a CUDA build of torch 2.11 for this driver, or switch the runtime to CPU"
         )
 
 
