@@ -272,6 +272,24 @@ def readme_dip(s: Shipped) -> tuple:
     return (*dip_verdict(s)[:2], gain["mean"], gain["low"], gain["high"])
 
 
+def probe_scores(s: Shipped) -> dict:
+    """Notebook 04: (init, seed) -> test balanced accuracy of the shipped ResNet-18's linear probes (v2)."""
+    (r,) = s.results("results-course-resnet18.json")
+    return {(row["init"], row["seed"]): row["test_balanced"] for row in r["rows"] if row["stage"] == "linear"}
+
+
+def probe_seeds(s: Shipped) -> list[int]:
+    return sorted({seed for init, seed in probe_scores(s) if init == "pretrained"})
+
+
+def probe_gain(s: Shipped, a: str, b: str) -> tuple:
+    """Init ``a`` minus init ``b``, paired over seeds: mean, interval, and the verdict the prose states."""
+    score = probe_scores(s)
+    seeds = [x for x in probe_seeds(s) if (a, x) in score and (b, x) in score]
+    g = gain_interval([score[a, x] for x in seeds], [score[b, x] for x in seeds])
+    return g["mean"], g["low"], g["high"], "a gain" if g["excludes_zero"] and g["low"] > 0 else "no gain"
+
+
 @dataclass(frozen=True)
 class Check:
     file: str
@@ -355,12 +373,25 @@ CHECKS = [
         r"\[([+-]\d+\.\d), ([+-]\d+\.\d)\]\)",
         lambda s: mixback_vs_random(s)[:6],
     ),
-    # notebook 04 (numbers already true; its prose is edited elsewhere)
-    Check(NB04, r"The live cells run on the course dataset version (\d+)", lambda s: DATASET_VERSION),
+    # notebook 04: the shipped ResNet-18's linear probes, paired over seeds
+    Check(NB04, r"shipped runs repeat the comparison with (\d+) seeds", lambda s: len(probe_seeds(s))),
+    Check(NB04, r"With \$n = (\d+)\$", lambda s: len(probe_seeds(s))),
     Check(
         NB04,
-        r"selected on validation from a small grid, (\d+) seeds",
-        lambda s: one((len(r["seeds"]) for r in s.results("results-*.json")), "the v2 results' seed counts"),
+        r"Over (\d+) seeds, pre-training beats the fair random baseline by ([+-]\d+\.\d) \[([+-]\d+\.\d), "
+        r"([+-]\d+\.\d)\] points: (a gain|no gain)",
+        lambda s: (len(probe_seeds(s)), *probe_gain(s, "pretrained", "random_bn")),
+    ),
+    Check(
+        NB04,
+        r"Re-estimating BatchNorm moves the random ResNet-18's probe by ([+-]\d+\.\d) \[([+-]\d+\.\d), "
+        r"([+-]\d+\.\d)\] points: with three seeds, (a gain|no gain)",
+        lambda s: probe_gain(s, "random_bn", "random"),
+    ),
+    Check(
+        NB04,
+        r"the course's encoder scores ([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\] points against it",
+        lambda s: probe_gain(s, "pretrained", "released")[:3],
     ),
     # notebook 05 (numbers already true; its prose is edited elsewhere)
     Check(
@@ -637,3 +668,28 @@ def test_a_remade_mixback_ablation_fails_the_prose(tmp_path):
     failed = all_failures(root)
     assert set(failed) == {c.name for c in CHECKS if c.value in (mixback_vs_random, mixback_vs_none)}, failed
     assert any("says 3, the shipped files not all" in f for f in sum(failed.values(), []))
+
+def test_a_remade_linear_probe_fails_notebook_04(tmp_path):
+    """The shipped ResNet-18's probes re-made: the pre-trained one 20 points lower in seed 0 (its gains go stale), and
+    the plain random one exactly 11 points below the re-estimated one in every seed (an interval of width 0 that
+    excludes 0, so "no gain" becomes false)."""
+    root = copy_shipped(tmp_path)
+    bn = {r["seed"]: r["test_balanced"] for r in probe_rows(root) if r["init"] == "random_bn"}
+
+    def remade(result):
+        for row in result["rows"]:
+            if row["stage"] == "linear" and row["init"] == "pretrained" and row["seed"] == 0:
+                row["test_balanced"] -= 20.0
+            if row["stage"] == "linear" and row["init"] == "random":
+                row["test_balanced"] = bn[row["seed"]] - 11.0
+
+    edit_json(root / V2 / "results-course-resnet18.json", remade)
+    failed = all_failures(root)
+    nb04 = {c.name for c in CHECKS if c.file == NB04 and c.value(Shipped(ROOT)) != c.value(Shipped(root))}
+    assert len(nb04) == 3 and nb04 <= set(failed), (nb04, failed)
+    found = sum(failed.values(), [])
+    assert any("says no gain, the shipped files a gain" in f for f in found), found
+
+
+def probe_rows(root: Path) -> list[dict]:
+    return json.loads((root / V2 / "results-course-resnet18.json").read_text())["rows"]
