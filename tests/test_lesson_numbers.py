@@ -13,12 +13,11 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-from uclser_lib.coursedata import ASO_IDS, DATASET_VERSION, plan_dataset
+from uclser_lib.coursedata import ASO_IDS, DATASET_VERSION
 from uclser_lib.datasets import course_dataset_name
 from uclser_lib.results import gain_interval
 
@@ -94,12 +93,6 @@ def drop_percents(s: Shipped) -> tuple:
 
 def run_machine(run: dict) -> str:
     return "GPU" if run["machine"].get("gpu") else "CPU"
-
-
-@lru_cache
-def clean_train_clips() -> int:
-    """The course dataset's clean train subset (the val split of the noisy-label task), from its plan."""
-    return sum(c.split == "train" and c.manually_verified for c in plan_dataset("course"))
 
 
 def label_efficiency(s: Shipped) -> list[tuple[int, float, float]]:
@@ -344,8 +337,6 @@ CHECKS = [
         cells="code",
     ),
     Check(NB03, r"the step schedule \(lr drops at (\d+) % and (\d+) % of the epochs\)", drop_percents),
-    Check(NB03, r"a kNN on (\d+) clips", lambda s: clean_train_clips()),
-    Check(NB03, r"The course's (\d+) synthetic classes", lambda s: len(ASO_IDS)),
     # notebook 02: the shortcut, downstream
     Check(
         NB02,

@@ -160,3 +160,31 @@ def test_embed_eval_patches_is_the_same_in_chunks():
     chunked, idx2 = embed_eval_patches(fn, fs.clips, -3.0, 0.5, "cpu", clips_per_chunk=2, batch_size=3)
     torch.testing.assert_close(whole, chunked)
     assert torch.equal(idx, idx2) and idx.tolist() == sorted(idx.tolist()) and int(idx.max()) == 8
+
+
+def test_on_step_reports_every_step_and_changes_nothing():
+    """``on_step`` gets (epoch, step, loss) after every optimiser step; the epoch's loss is their mean, and the run
+    is the same as without it (notebook 03 compares its written-out step with these losses)."""
+    train = synthetic_set(n=12)
+    cfg = tiny_config(epochs=2, knn_every=0, batch_size=4)
+    calls = []
+    model, history = pretrain(cfg, train, progress=False, device="cpu", on_step=lambda *a: calls.append(a))
+    assert [(e, i) for e, i, _ in calls] == [(e, i) for e in range(2) for i in range(3)]
+    for epoch, row in enumerate(history):
+        mean = np.mean([loss for e, _, loss in calls if e == epoch])
+        assert abs(row["loss"] - mean) < 1e-5 * abs(mean), (row, mean)
+    plain, plain_history = pretrain(cfg, train, progress=False, device="cpu")
+    assert [r["loss"] for r in plain_history] == [r["loss"] for r in history]
+    for a, b in zip(model.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_epoch_seeds_are_pretrains_draws():
+    """The seeds depend on (seed, epoch, rank) only, and differ between epochs, ranks and seeds."""
+    from uclser_lib.train import epoch_seeds
+
+    assert epoch_seeds(271828, 0) == epoch_seeds(271828, 0, rank=0)
+    seen = {epoch_seeds(s, e, r) for s in (1, 2) for e in range(3) for r in range(2)}
+    assert len(seen) == 12
+    order, views = epoch_seeds(5, 2, rank=1)
+    assert epoch_seeds(5, 2, rank=0)[0] == order != views

@@ -16,6 +16,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ __all__ = [
     "TrainingDiverged",
     "check_run_dir",
     "distributed_context",
+    "epoch_seeds",
     "initial_encoder",
     "pretrain",
     "write_metrics",
@@ -169,6 +171,17 @@ def initial_encoder(cfg: PretrainConfig, n_classes: int) -> Encoder:
     return build_encoder(cfg.arch, n_classes=n_classes)
 
 
+def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int]:
+    """The seeds of epoch ``epoch``'s draws (counted from 0) in :func:`pretrain`: ``(order, views)``.
+
+    ``order`` seeds the generator of the epoch's clip order (``torch.randperm``, the same on every rank); ``views``
+    seeds the generator the view builder draws from on process ``rank``. They depend on (seed, epoch, rank) only, so a
+    resumed run repeats an uninterrupted one's draws, and a step written out by hand can repeat them (notebook 03).
+    """
+    order = seed * 100_003 + epoch
+    return order, order * 1_009 + rank + 1
+
+
 def pretrain(
     cfg: PretrainConfig,
     train: FeatureSet,
@@ -178,6 +191,7 @@ def pretrain(
     device=None,
     progress: bool = True,
     overwrite: bool = False,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> tuple[ContrastiveModel, list[dict]]:
     """Pre-train an encoder on ``train`` (labels unused); return the model and the per-epoch metrics.
 
@@ -190,6 +204,10 @@ def pretrain(
     draws the same clip order, takes its share of each global batch of ``cfg.batch_size`` clips, and
     NT-Xent compares its anchors with the views of all ranks (gathered with gradients). Rank 0 runs the
     kNN monitor and writes the checkpoint and metrics.
+
+    ``on_step(epoch, step, loss)``, when given, is called after every optimiser step with the epoch and the step
+    within it (both from 0) and that batch's loss as a float (this process's, under torchrun); it changes nothing
+    that is computed (notebook 03 compares its written-out step with these losses).
     """
     device = pick_device(device)
     rank, world = distributed_context()
@@ -249,8 +267,9 @@ def pretrain(
         model.train()
         # each epoch's draws depend on (seed, epoch) only, so a resumed run repeats them;
         # the order is the same on every rank
-        order = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-        gen.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)
+        order_seed, views_seed = epoch_seeds(cfg.seed, epoch, rank)
+        order = torch.Generator(device=device).manual_seed(order_seed)
+        gen.manual_seed(views_seed)
         perm = torch.randperm(len(train), generator=order, device=device)[: n_batches * cfg.batch_size]
         total = torch.zeros((), device=device)
         t0 = time.perf_counter()
@@ -268,6 +287,8 @@ def pretrain(
             loss.backward()
             optimizer.step()
             total += loss.detach()
+            if on_step is not None:
+                on_step(epoch, i, float(loss.detach()))
             if progress and (i % 10 == 0 or i == n_batches - 1):
                 bar.set_postfix(
                     loss=f"{float(loss.detach()):.3f}",
