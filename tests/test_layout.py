@@ -188,3 +188,137 @@ def test_the_library_and_notebooks_never_reach_for_the_shared_folder():
         if pattern.search(p.read_text(encoding="utf-8"))
     ]
     assert not offenders, f"these files use ../shared (tests only; download into the cache instead): {offenders}"
+
+
+# ---------------------------------------------------------------------------------------- the front door (issue #31)
+
+README = REPO_ROOT / "README.md"
+BENCH_RESULTS = REPO_ROOT / "bench" / "RESULTS.md"
+REPO_URL = "https://github.com/uclser-course/uclser/blob/main/"
+#: the README's sections, in this order: start, hosted notebooks, the map, the library, where next
+README_SECTIONS = [
+    "Start: two commands",
+    "Run on Colab or Kaggle",
+    "The course map",
+    "The library: one module per stage",
+    "Where to go next",
+]
+
+
+def slug(heading: str) -> str:
+    """A heading's anchor as GitHub (and the site's MyST) writes it: lower case, punctuation dropped, spaces -> -."""
+    text = heading.strip().lower().replace("`", "")
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def prose_of(text: str) -> str:
+    """Markdown without its fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+
+
+def anchors(path: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    out = set()
+    for m in re.finditer(r"^#{1,6} (.+)$", prose_of(path.read_text()), re.M):
+        s = slug(m.group(1))
+        out.add(s if s not in seen else f"{s}-{seen[s]}")
+        seen[s] = seen.get(s, 0) + 1
+    return out
+
+
+def test_the_slug_is_githubs():
+    assert slug("## 2026-11-30 — CPU: x86-64, torch 2.11.0: generation + features".lstrip("# ")) == (
+        "2026-11-30--cpu-x86-64-torch-2110-generation--features"
+    )
+    assert slug("The notebooks' parameters: DATASET, ENCODER, SOLVE_LONG") == (
+        "the-notebooks-parameters-dataset-encoder-solve_long"
+    )
+    assert slug("Full-mode notebook times (`make time-course`, bench/time_notebooks.py)") == (
+        "full-mode-notebook-times-make-time-course-benchtime_notebookspy"
+    )
+
+
+def test_the_readme_is_a_front_door():
+    """At most 15,000 characters; what the course is (with the pipeline figure), then the sections in their order;
+    no machine, date, commit or run history: what a user can expect, with links to where it was measured."""
+    text = README.read_text()
+    assert len(text) <= 15_000, f"README.md: {len(text)} characters"
+    sections = re.findall(r"^## (.+)$", prose_of(text), re.M)
+    assert sections == README_SECTIONS, sections
+    assert "figures/system.png" in text.split("\n## ")[0]
+    bookkeeping = {
+        "a date": r"\b20\d\d-\d\d-\d\d\b",
+        "a commit": r"\bcommit\b|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b",
+        "a machine": r"\b(H100|H200|A100|VM|development machine|EPYC)\b",
+        "the shared folder": r"\.\./shared",
+    }
+    found = {what: re.findall(pattern, text) for what, pattern in bookkeeping.items()}
+    assert not any(found.values()), f"README.md holds run bookkeeping: {found}"
+    for command in ("make course", "make lab", "make test"):
+        assert f"`{command}`" in text, command
+
+
+def test_every_docs_page_is_linked_from_the_readme_the_index_and_the_site():
+    pages = sorted(p.stem for p in (REPO_ROOT / "docs").glob("*.md") if p.name != "README.md")
+    assert {"installation", "results", "cli", "real-audio", "embedding-api", "method"} <= set(pages), pages
+    readme = README.read_text()
+    index = (REPO_ROOT / "docs" / "README.md").read_text()
+    site = (REPO_ROOT / "site" / "index.md").read_text()
+    toctree = site.split("```{toctree}")[-1]
+    for page in pages:
+        assert f"](docs/{page}.md" in readme, f"README.md: no link to docs/{page}.md"
+        assert f"]({page}.md)" in index, f"docs/README.md: no row for {page}.md"
+        assert f"\ndocs/{page}\n" in toctree, f"site/index.md: docs/{page} not in the toctree"
+
+
+def links(path: Path) -> list[str]:
+    return re.findall(r"\]\(([^)\s]+)\)", prose_of(path.read_text()))
+
+
+def test_the_readme_and_docs_link_to_files_and_anchors_that_exist():
+    """Relative links (README.md, docs/*.md) reach a file and, for a Markdown file, a heading; links to the
+    repository's own bench/RESULTS.md on GitHub reach one of its headings."""
+    broken = []
+    for doc in [README, *sorted((REPO_ROOT / "docs").glob("*.md"))]:
+        for link in links(doc):
+            if link.startswith(REPO_URL):
+                target, _, fragment = link.removeprefix(REPO_URL).partition("#")
+                path = REPO_ROOT / target
+            elif re.match(r"[a-z]+:", link):
+                continue  # another site
+            else:
+                target, _, fragment = link.partition("#")
+                path = (doc.parent / target).resolve() if target else doc
+            if not path.exists():
+                broken.append(f"{doc.relative_to(REPO_ROOT)}: {link}: no such file")
+            elif fragment and path.suffix == ".md" and fragment not in anchors(path):
+                broken.append(f"{doc.relative_to(REPO_ROOT)}: {link}: no such heading")
+    assert not broken, broken
+
+
+def summary_rows(text: str) -> list[list[str]]:
+    head = text.split("\n## ")[0]
+    rows = [line for line in head.splitlines() if line.startswith("| ")]
+    assert rows and rows[0].startswith("| measured quantity | latest figure | machine | date |"), rows[:1]
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows[1:] if not row.startswith("|---")]
+
+
+def test_bench_results_opens_with_a_summary_of_its_latest_figures():
+    """Each row of the summary: a quantity, its figure, the machine, the date and a link to the section below that
+    holds the run; every number of the figure is written in that section (so the summary quotes, never invents)."""
+    text = BENCH_RESULTS.read_text()
+    assert "<!-- time-notebooks:start -->" in text and "<!-- time-notebooks:end -->" in text
+    sections = {slug(m.group(1)): m.start() for m in re.finditer(r"^## (.+)$", text, re.M)}
+    rows = summary_rows(text)
+    assert len(rows) >= 10
+    for quantity, figure, machine, date, run in rows:
+        assert quantity and machine and re.fullmatch(r"20\d\d-\d\d-\d\d(; 20\d\d-\d\d-\d\d)*", date), quantity
+        anchor = re.fullmatch(r"\[section\]\(#([^)]+)\)", run)
+        assert anchor and anchor.group(1) in sections, f"{quantity}: {run} is no section of bench/RESULTS.md"
+        start = sections[anchor.group(1)]
+        following = [s for s in sections.values() if s > start]
+        section = text[start : min(following, default=len(text))]
+        for number in re.findall(r"\d[\d,]*(?:\.\d+)?", figure):
+            assert number in section, f"{quantity}: {number} (of {figure!r}) is not in its section"
+    for command in ("make course", "make test", "make test-fast", "make install"):
+        assert any(row[0].startswith(f"`{command}`") for row in rows), command
