@@ -180,6 +180,21 @@ def test_selection_takes_the_best_val_epoch_and_its_test_metrics():
     assert sparse.history[res.best_epoch - 1]["test_balanced"] == pytest.approx(res.test["balanced"])
     fig = plots.downstream_curves({"every epoch": res.history, "selected epoch": sparse.history})
     assert [len(line.get_xdata()) for line in fig.axes[1].lines[1::3]] == [len(val_curve), 1]  # the test lines
+    # the legend and title say what is drawn: a test line where scored every epoch, a dot where scored once
+    assert [line.get_marker() for line in fig.axes[1].lines[1::3]] == ["None", "o"]
+    labels = fig.axes[1].get_legend_handles_labels()[1]
+    assert labels == [
+        "every epoch: val",
+        "every epoch: test",
+        "selected epoch: val",
+        "selected epoch: test at the selected epoch",
+    ]
+    assert fig.axes[1].get_title() == "val (dashed), test at the selected epoch (dot); o = selected epoch"
+    plt.close(fig)
+    fig = plots.downstream_curves({"every epoch": res.history}, levels={"probe (val)": 50.0})
+    assert fig.axes[1].get_title() == "val (dashed), test (solid); o = selected epoch"
+    assert fig.axes[1].lines[-1].get_ydata()[0] == 50.0  # the reference level, labelled
+    assert fig.axes[1].get_legend_handles_labels()[1][-1] == "probe (val)"
     plt.close(fig)
 
 

@@ -222,25 +222,41 @@ def bars(
     return ax
 
 
-def downstream_curves(histories: dict[str, list[dict]], title: str = ""):
+def downstream_curves(histories: dict[str, list[dict]], title: str = "", levels: dict[str, float] | None = None):
     """Supervised runs (``DownstreamResult.history`` by run name): training loss and balanced accuracy per epoch.
 
-    Val is dashed, test solid (at the epochs where it was scored); one colour per run, the best validation
-    epoch marked. Returns the Figure.
+    Val is dashed; test is a solid line where it was scored every epoch, a dot where it was scored at the selected
+    epoch only (``test_every_epoch=False``), and the legend and title say which; one colour per run, the selected
+    (best validation) epoch circled. ``levels`` (label -> balanced accuracy %) draws dotted horizontal reference
+    lines on the accuracy panel, e.g. the score of the probe a fine-tuning run starts from. Returns the Figure.
     """
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.5))
+    every = True
     for k, (name, history) in enumerate(histories.items()):
         color = f"C{k}"
         epochs = [h["epoch"] for h in history]
         a.plot(epochs, [h["loss"] for h in history], color=color, label=name)
         b.plot(epochs, [h["val_balanced"] for h in history], color=color, ls="--", label=f"{name}: val")
         scored = [h for h in history if "test_balanced" in h]  # every epoch, or the selected one only
-        b.plot([h["epoch"] for h in scored], [h["test_balanced"] for h in scored], color=color, label=f"{name}: test")
+        once = len(scored) == 1 and len(history) > 1
+        every = every and not once
+        label = f"{name}: test at the selected epoch" if once else f"{name}: test"
+        b.plot(
+            [h["epoch"] for h in scored],
+            [h["test_balanced"] for h in scored],
+            color=color,
+            marker="o" if once else None,
+            ms=3.5,
+            label=label,
+        )
         best = max(history, key=lambda h: h["val_balanced"])  # the first best epoch, as the selection keeps it
         b.plot(best["epoch"], best["test_balanced"], "o", color=color, ms=6, mfc="none")
+    for j, (label, level) in enumerate((levels or {}).items()):
+        b.axhline(level, color="0.35", ls=":", lw=1.5 - 0.4 * j, label=label)
     a.set(xlabel="epoch", ylabel="cross-entropy", title="training loss")
     a.legend(fontsize=8)
-    b.set(xlabel="epoch", ylabel="balanced accuracy (%)", title="val (dashed), test (solid); o = selected epoch")
+    shown = "val (dashed), test (solid)" if every else "val (dashed), test at the selected epoch (dot)"
+    b.set(xlabel="epoch", ylabel="balanced accuracy (%)", title=f"{shown}; o = selected epoch")
     b.legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
