@@ -1,4 +1,4 @@
-# The course in two commands: `make course` (build everything, run every notebook) and `make test`.
+# The course: `make course` (build everything, run every notebook), `make lab` (JupyterLab); `make test` checks it.
 # The environment is locked: requirements.lock (made by `make lock`) pins every package with its hashes,
 # and `make install` makes .venv exactly that (uv pip sync), then adds this library (editable).
 PYTHON ?= python3

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session that re-makes encoders on the current course dataset (v2) and their evidence (README "Results"):
+# One GPU session that re-makes encoders on the current course dataset (v2) and their evidence (docs/results.md):
 # pre-train each ARCH (the paper's recipe, EPOCHS epochs, lr drops at 65 % and 85 %, kNN monitor K = 10), export it
 # into pretrained/, then its protocol tables: linear evaluation against every baseline and the authors' encoder
 # (100 epochs), fine-tuning on the few clean labels against training from scratch (the short recipe of

@@ -200,7 +200,7 @@ def features_n_mels() -> int:
 
 @pytest.mark.slow
 def test_setup_cell_installs_the_course_where_it_is_absent(wheel, bare_venv, tmp_path):
-    cell = _setup_source(NOTEBOOKS[0]) + "\nprint(uclser_lib.__file__)\n"
+    cell = _setup_source(NOTEBOOKS[0]) + "\nimport uclser_lib\n\nprint(uclser_lib.__file__)\n"
     no_gpu_path = os.pathsep.join(
         p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "nvidia-smi").exists()
     )

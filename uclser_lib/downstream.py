@@ -17,7 +17,7 @@ those of that epoch.
   evaluation of ``probe_epochs`` epochs), then the whole network is fine-tuned from it ("LP-FT"), so that a
   classifier on a small embedding does not start the few steps of a small task from random weights.
   ``probe_epochs=0`` starts from the fresh classifier, as docs/method.md §9. The measured effect of the probe
-  on the course's tasks: README (results) and bench/RESULTS.md.
+  on the course's tasks: docs/results.md and bench/RESULTS.md.
 
 Tasks (docs/method.md §2): :func:`task_splits` picks (train, val, test) among :func:`~uclser_lib.data.paper_splits`.
 """
