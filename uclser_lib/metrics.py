@@ -1,14 +1,32 @@
-"""Evaluation: the kNN monitor of pre-training, clip-level prediction and (balanced) accuracy (docs/method.md §10).
+"""Evaluation: the kNN monitor of pre-training, clip-level prediction and (balanced) accuracy (docs/method.md §10);
+the multi-label metrics of FSD50K's protocol (macro mAP, d', lwlrap) and its clip aggregation.
 
 All accuracies are in percent. Class indices are ``0 .. n_classes - 1``; clips are identified by integer ids.
+Multi-label labels are multi-hot (N, C) arrays of 0/1 (or bool) and scores (N, C) real numbers, higher = more
+likely; the multi-label metrics are fractions in [0, 1] (d' is unbounded), as FSD50K and HEAR report them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.stats import norm, rankdata
 
-__all__ = ["balanced_accuracy", "clip_metrics", "clip_predictions", "knn_monitor", "per_class_recall"]
+__all__ = [
+    "average_precision_per_class",
+    "balanced_accuracy",
+    "clip_metrics",
+    "clip_predictions",
+    "dprime",
+    "dprime_per_class",
+    "knn_monitor",
+    "lwlrap",
+    "mean_average_precision",
+    "multilabel_clip_scores",
+    "multilabel_metrics",
+    "per_class_recall",
+    "roc_auc_per_class",
+]
 
 
 def _as_long(x, name: str) -> torch.Tensor:
@@ -155,4 +173,144 @@ def knn_monitor(
         "top1": 100.0 * float((pred == clip_label).double().mean()),
         "balanced": float(np.nanmean(per_class)),
         "per_class": per_class,
+    }
+
+
+# ---------------------------------------------------------------- multi-label (FSD50K's protocol)
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def _multilabel_inputs(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels as float64 0/1 (N, C), scores as float64 (N, C))``, checked: one-line ValueError otherwise."""
+    y, s = _numpy(y_true), _numpy(scores)
+    if y.ndim != 2 or s.shape != y.shape or y.size == 0:
+        raise ValueError(
+            f"y_true and scores must be non-empty (clips, classes) arrays of one shape, got {y.shape} and {s.shape}"
+        )
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) or not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true must be multi-hot (0/1 or bool), got values such as {np.setdiff1d(y, (0, 1))[:3]}")
+    if not np.issubdtype(s.dtype, np.number) or not np.isfinite(s).all():
+        raise ValueError("scores must be finite numbers (logits or probabilities), got NaN, inf or non-numbers")
+    return y.astype(np.float64), s.astype(np.float64)
+
+
+def average_precision_per_class(y_true, scores) -> np.ndarray:
+    """(C,) average precision of each class: labels ``y_true`` (N, C) multi-hot, ``scores`` (N, C).
+
+    AP = sum over the distinct score thresholds, from the highest, of (recall gained) x (precision there), tied
+    scores taken together: ``sklearn.metrics.average_precision_score`` of each column. NaN for a class with no
+    positive clip (sklearn gives 0 there, with a warning; its AP is undefined).
+    """
+    y, s = _multilabel_inputs(y_true, scores)
+    out = np.full(y.shape[1], np.nan)
+    for c in np.flatnonzero(y.sum(0) > 0):
+        order = np.argsort(-s[:, c], kind="stable")
+        sc, yc = s[order, c], y[order, c]
+        last = np.r_[np.flatnonzero(np.diff(sc)), len(sc) - 1]  # the last clip of each group of tied scores
+        tps = np.cumsum(yc)[last]
+        precision, recall = tps / (last + 1), tps / tps[-1]
+        out[c] = float(np.sum(np.diff(recall, prepend=0.0) * precision))
+    return out
+
+
+def mean_average_precision(y_true, scores) -> float:
+    """Macro mAP: the mean of :func:`average_precision_per_class` over the classes with at least one positive clip.
+
+    Equals ``sklearn.metrics.average_precision_score(y_true, scores, average="macro")`` when every class has a
+    positive (sklearn counts a class without one as AP 0). ValueError when no class has a positive.
+    """
+    ap = average_precision_per_class(y_true, scores)
+    if np.isnan(ap).all():
+        raise ValueError("mAP: no class has a positive clip in y_true")
+    return float(np.nanmean(ap))
+
+
+def roc_auc_per_class(y_true, scores) -> np.ndarray:
+    """(C,) area under the ROC curve of each class (ties count one half: the Mann-Whitney statistic, as
+    ``sklearn.metrics.roc_auc_score(average=None)``); NaN for a class with no positive or no negative clip."""
+    y, s = _multilabel_inputs(y_true, scores)
+    pos = y.sum(0)
+    neg = len(y) - pos
+    ranks = rankdata(s, axis=0)  # average ranks of tied scores
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * y).sum(0) - pos * (pos + 1) / 2) / (pos * neg)
+    auc[(pos == 0) | (neg == 0)] = np.nan
+    return auc
+
+
+def dprime_per_class(y_true, scores) -> np.ndarray:
+    """(C,) d' of each class from its ROC AUC: ``sqrt(2) * Phi^{-1}(AUC)`` (the AUC of two unit-variance Gaussians d'
+    apart), as HEAR's scorer computes it. AUC 0.5 is d' 0; a perfectly separated class (AUC 1) is ``+inf``. NaN for
+    a class with no positive or no negative clip."""
+    return np.sqrt(2.0) * norm.ppf(roc_auc_per_class(y_true, scores))
+
+
+def dprime(y_true, scores) -> float:
+    """Macro d': the mean of :func:`dprime_per_class` over the classes with both positive and negative clips (HEAR
+    averages over every class and gives NaN when one lacks either). ``+inf`` when a class is perfectly separated.
+    ValueError when no class has both."""
+    d = dprime_per_class(y_true, scores)
+    if np.isnan(d).all():
+        raise ValueError("d': no class has both positive and negative clips in y_true")
+    return float(np.nanmean(d))
+
+
+def lwlrap(y_true, scores, chunk: int = 1024) -> float:
+    """Label-weighted label-ranking average precision (FSD50K, DCASE 2019 task 2).
+
+    For each (clip, true label) pair: the precision of the clip's ranking of classes by ``scores`` at that label,
+    i.e. (the clip's true labels scored at least as high) / (the classes scored at least as high); lwlrap is the mean
+    over all pairs, so each label weighs the same whatever clip carries it (the per-class lwlrap weighted by the
+    class's share of labels). Tied scores count as ranked above (as ``sklearn.metrics.label_ranking_average_precision
+    _score``; the DCASE code breaks ties by sort order): lwlrap = that score with each clip weighted by its number of
+    labels. Clips without labels play no part; ValueError when no clip has one. ``chunk`` clips at a time (memory
+    O(chunk * C^2)).
+    """
+    y, s = _multilabel_inputs(y_true, scores)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if y.sum() == 0:
+        raise ValueError("lwlrap: no clip has a label in y_true")
+    total = 0.0
+    for start in range(0, len(y), chunk):
+        yc, sc = y[start : start + chunk], s[start : start + chunk]
+        above = sc[:, None, :] >= sc[:, :, None]  # above[n, j, k]: class k scored at least as high as class j
+        rank = above.sum(2)
+        hits = (above * yc[:, None, :]).sum(2)
+        total += float((yc * hits / rank).sum())
+    return total / float(y.sum())
+
+
+def multilabel_clip_scores(patch_logits: torch.Tensor, clip_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """FSD50K's clip aggregation: a clip's scores are the mean of its patches' logits, then a sigmoid.
+
+    ``patch_logits`` (P, C) (raw outputs, not probabilities), ``clip_ids`` (P,) integers. Returns ``(clips,
+    scores)``: the sorted unique clip ids (n,) and the clips' scores (n, C) in (0, 1).
+    """
+    if not torch.is_tensor(patch_logits) or patch_logits.ndim != 2 or not patch_logits.is_floating_point():
+        got = tuple(patch_logits.shape) if torch.is_tensor(patch_logits) else type(patch_logits).__name__
+        raise ValueError(f"patch_logits must be a float (patches, classes) tensor, got {got}")
+    clip_ids = _as_long(clip_ids, "clip_ids").to(patch_logits.device)
+    if len(clip_ids) != len(patch_logits):
+        raise ValueError(f"clip_ids has {len(clip_ids)} entries for {len(patch_logits)} patches")
+    clips, inverse = torch.unique(clip_ids, return_inverse=True)
+    sums = torch.zeros(len(clips), patch_logits.shape[1], dtype=patch_logits.dtype, device=patch_logits.device)
+    sums.index_add_(0, inverse, patch_logits)
+    mean = sums / torch.bincount(inverse, minlength=len(clips)).unsqueeze(1)
+    return clips, torch.sigmoid(mean)
+
+
+def multilabel_metrics(y_true, scores) -> dict:
+    """The multi-label metrics of clip scores (N, C) against multi-hot labels (N, C): ``map`` (macro mAP),
+    ``dprime`` (macro d'), ``lwlrap``, ``per_class_ap`` and ``per_class_dprime`` ((C,), NaN where undefined)."""
+    ap, d = average_precision_per_class(y_true, scores), dprime_per_class(y_true, scores)
+    return {
+        "map": mean_average_precision(y_true, scores),
+        "dprime": dprime(y_true, scores),
+        "lwlrap": lwlrap(y_true, scores),
+        "per_class_ap": ap,
+        "per_class_dprime": d,
     }
