@@ -354,3 +354,64 @@ def test_the_per_class_draw_shared_by_every_split():
     assert set(stratified_draw(labels, index, 0.1, np.random.default_rng(5))) <= set(
         stratified_draw(labels, index, 0.5, np.random.default_rng(5))
     )
+
+
+def test_an_antiphase_stereo_file_in_a_class_folder_warns(tmp_path, capfd):
+    """Issue 34, row 6: the downmix warning of load_audio reaches the user from a folder dataset too (extraction
+    runs in worker processes: their warnings go to stderr), while the skipped files stay in the summary only."""
+    root = own_folder(tmp_path / "mine", per_class=3, unlabelled=0)
+    t = np.arange(int(22050 * 1.3)) / 22050
+    y = (0.3 * np.sin(2 * np.pi * 500 * t)).astype(np.float32)
+    sf.write(root / "whistle" / "flipped.wav", np.stack([y, -y], axis=1), 22050, subtype="FLOAT")
+    (root / "hum" / "broken.wav").write_bytes(b"RIFF but not audio")
+    with __import__("warnings").catch_warnings(record=True) as caught:
+        __import__("warnings").simplefilter("always")
+        prepare_folder(root, progress=False)
+    out, err = capfd.readouterr()
+    said = err + "\n".join(str(w.message) for w in caught)
+    assert "flipped.wav: its 2 channels cancel when averaged to mono" in said
+    assert "unreadable" not in said and "skipped 1 unreadable file(s): " in out  # listed once, in the summary
+
+
+def test_nested_class_folders_are_an_error(tmp_path):
+    """Issue 34, row 7: DIR/animals/{dog,cat}/*.wav is not merged into one class 'animals'."""
+    root = own_folder(tmp_path / "mine", per_class=3, unlabelled=0)
+    for c in ("dog", "cat"):
+        for i in range(3):
+            tone(root / "animals" / c / f"{c}{i}.wav", 300 + 50 * i)
+    with pytest.raises(FolderError) as err:
+        scan_folder(root)
+    assert str(err.value) == (
+        f"{root / 'animals'}: class folder holding sub-folders of audio ['cat', 'dog']; expected its clips directly "
+        f"in it ({root}/<class>/*.wav): make each sub-folder a class folder of {root}, or move their files up"
+    )
+    shutil.rmtree(root / "animals")
+    tone(root / "hum" / ".ipynb_checkpoints" / "x.wav", 100)  # hidden folders are not looked into
+    assert sorted(scan_folder(root)[0]) == ["buzz", "hum", "whistle"]
+    assert all(".ipynb" not in str(p) for p in scan_folder(root)[0]["hum"])
+
+
+@pytest.mark.parametrize(
+    "folds, message",
+    [
+        (["7"], "error: --folds 7: {name} has fold(s) [0] ({what}); choose among them"),
+        (["0", "0", "0"], "error: --folds 0 0 0: fold 0 is listed more than once"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["folder", "esc50"])
+def test_crossval_folds_are_checked_before_any_data(kind, folds, message, tmp_path, monkeypatch, capsys):
+    """Issue 34, row 8: a fold the dataset does not have, or one listed twice, is refused before extraction."""
+    import uclser_lib.datasets as D
+
+    if kind == "folder":
+        root = own_folder(tmp_path / "mine", per_class=3, unlabelled=0)
+        name, what = root, "a folder's one seeded split"
+    else:
+        root = make_esc50_tree(tmp_path / "ESC-50-master")
+        name, what = root / "meta" / "esc50.csv", "ESC-50's folds"
+        message = message.replace("[0]", "[1, 2, 3, 4, 5]")
+    monkeypatch.setattr(D, "prepare", lambda *a, **k: pytest.fail("the data was prepared before the check"))
+    cmd = ["crossval", "--dataset", str(root), "--encoder", "random:vgglike", "--folds", *folds]
+    assert main(cmd + ["--out", str(tmp_path / "cv.json")]) == 2
+    assert error_line(capsys) == message.format(name=name, what=what)
+    assert not (tmp_path / "cv.json").exists()

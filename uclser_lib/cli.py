@@ -3,9 +3,10 @@
 - ``extract [--preset tiny|course] [--fsd-root DIR] [--dataset NAME|PATH] [--skip-unreadable]``: make sure the
   dataset and its features exist, and that the splits the other commands make can be made (else exit 2; the
   features written stay); the last line says where the features are.
-- ``pretrain --config pretrain.yaml [--epochs 100] [--augment.mix_alpha 0.1] [--resume] [--export NAME]``:
-  contrastive pre-training; a checkpoint every epoch in ``run_dir``; ``--resume`` continues it;
-  ``--export NAME`` writes the encoder to ``pretrained/`` with its manifest entry.
+- ``pretrain --config pretrain.yaml [--epochs 100] [--augment.mix_alpha 0.1] [--resume] [--export NAME]
+  [--init ENCODER]``: contrastive pre-training; a checkpoint every epoch in ``run_dir``; ``--resume`` continues it;
+  ``--export NAME`` writes the encoder to ``pretrained/`` with its manifest entry; ``--init`` starts from an
+  encoder's weights (further pre-training, :func:`uclser_lib.train.pretrain`'s ``init``).
 - ``export --run-dir DIR --name NAME --dataset NAME``: the same export from a finished run's checkpoint.
 - ``linear-eval --config linear_eval.yaml`` / ``finetune --config finetune.yaml [--encoder random:resnet18]
   [--task noisy|clean]``: one downstream run; metrics (test at the best validation epoch) to ``out`` as JSON.
@@ -126,7 +127,7 @@ def pretrain_command(args, overrides: list[str]) -> int:
     import torch
 
     from .config import ConfigError, build, merge, parse_overrides, read_yaml
-    from .pretrained import export_encoder
+    from .pretrained import export_encoder, load_init_encoder
     from .train import PretrainConfig, check_run_dir, pretrain
 
     values = merge(read_yaml(args.config), parse_overrides(overrides))
@@ -138,6 +139,14 @@ def pretrain_command(args, overrides: list[str]) -> int:
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite: choose one (continue the run, or replace it)")
     check_run_dir(run_dir, resume=args.resume, overwrite=False)  # refused now, not after the data is ready
+    init = None
+    if args.init is not None:  # further pre-training: the encoder is loaded and checked before the data
+        _check_encoder_spec(args.init, "--init")
+        init, init_arch = load_init_encoder(args.init)
+        if init_arch != cfg.arch:
+            raise ConfigError(
+                f"--init {args.init}: a {init_arch} encoder, but config.arch is {cfg.arch!r}; add --arch {init_arch}"
+            )
     course = _dataset(data, args.device)
     if course.labelled is None:  # a folder of unlabelled audio only: nothing to monitor with
         print(f"{course.root}: no class folders: pre-training on its unlabelled clips, without the kNN monitor")
@@ -153,6 +162,8 @@ def pretrain_command(args, overrides: list[str]) -> int:
         resume=args.resume,
         device=args.device,
         overwrite=args.overwrite,
+        init=init,
+        init_name=args.init,
     )
     print(f"done: {len(history)} epochs, final loss {history[-1]['loss']:.4f}; checkpoint and metrics in {run_dir}")
     if args.export:
@@ -346,10 +357,17 @@ def crossval_command(args, argv: list[str]) -> int:
     from .datasets import prepare
     from .downstream import FinetuneConfig, LinearEvalConfig, lr_milestones
     from .experiments import cross_validate
-    from .folders import RealDataset
+    from .folders import FolderError, RealDataset, check_folds, folds_of
 
     started = time.time()
     _check_encoder_spec(args.encoder, "--encoder")
+    if args.folds:  # checked before any data step (where this cannot know the folds, duplicates only: the rest
+        # is cross_validate's check)
+        available, source, what = folds_of(args.dataset) or (args.folds, args.dataset, "")
+        try:
+            check_folds(args.folds, available, source, what)
+        except FolderError as err:
+            raise ConfigError(f"--folds {' '.join(map(str, args.folds))}: {err}") from None
     ds = prepare(dataset=args.dataset, device=args.device)
     if not isinstance(ds, RealDataset):  # FSDnoisy18k's layout has one official test split: evaluate / linear-eval
         raise ConfigError(
@@ -448,6 +466,13 @@ def _main(argv: list[str]) -> int:
         "--overwrite", action="store_true", help="replace the run in run_dir (without it, a run there is refused)"
     )
     pt.add_argument("--export", default=None, metavar="NAME", help="write the encoder to pretrained/NAME.pt when done")
+    pt.add_argument(
+        "--init",
+        default=None,
+        metavar="ENCODER",
+        help="start from this encoder's weights (a pretrained/ name, a run folder or its checkpoint.pt, an exported "
+        ".pt, released:vgglike or released:crnn); the projection head starts fresh",
+    )
     pt.add_argument("--device", default=None)
     exp = sub.add_parser(
         "export", help="write the encoder of a pre-training run to pretrained/ (fp16) with its manifest entry"

@@ -243,7 +243,8 @@ def cross_validate(
     ``dataset``: a :class:`~uclser_lib.folders.RealDataset`. ESC-50: its official 5-fold protocol: train on four
     folds (85 / 15 stratified train / validation, for model selection), test on the fifth, each fold in turn; the
     result is the mean over folds. A folder: its one seeded split (fold 0). ``folds``: these folds only (default
-    :meth:`~uclser_lib.folders.RealDataset.fold_ids`). ``spec``: anything
+    :meth:`~uclser_lib.folders.RealDataset.fold_ids`; a fold the dataset lacks, or one listed twice, is a
+    :class:`~uclser_lib.folders.FolderError` before any run). ``spec``: anything
     :func:`~uclser_lib.pretrained.load_encoder` accepts; ``"random"`` in ``inits`` adds the same architecture at
     random init. ``stages``: "linear" and/or "finetune", with ``linear_cfg`` / ``finetune_cfg`` (their seed replaced
     by each seed). Returns ``{"rows": [...], "summary": [...]}``: one row per (fold, seed, init, stage) with test
@@ -252,6 +253,18 @@ def cross_validate(
     """
     from .pretrained import load_encoder
 
+    if folds is not None:
+        from .folders import FolderError, check_folds
+
+        try:
+            check_folds(
+                folds,
+                dataset.fold_ids(),
+                dataset.name,
+                "ESC-50's folds" if dataset.folds is not None else "a folder's one seeded split",
+            )
+        except FolderError as err:
+            raise FolderError(f"folds {list(folds)}: {err}") from None
     rows = []
     for fold in folds or dataset.fold_ids():
         for seed in seeds:

@@ -394,14 +394,18 @@ class _ReadAudio(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        try:
-            y, sr = load_audio(self.paths[i])
-        except AudioError as err:
-            return i, None, str(err), 0.0
+        # the warnings of reading the file (channels that cancel) travel with the item: a worker's own would be lost
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                y, sr = load_audio(self.paths[i])
+            except AudioError as err:
+                return i, None, str(err), 0.0, []
+        notes = [(str(w.message), w.category) for w in caught]
         x = prepare_waveform(y, sr, self.params, self.resampler)
         if self.logmel is not None:
             x = logmel_from_waveforms([x], self.params, module=self.logmel)[0]
-        return i, x, None, len(y) / sr
+        return i, x, None, len(y) / sr, notes
 
 
 def _keep_list(batch):
@@ -439,7 +443,8 @@ def extract_many(
     otherwise; 0 for in-process) read, resample (see :func:`resample`) and normalise each file; on a CPU
     device they also compute its log-mel, otherwise the STFT and mel run on ``device``, ``batch_size`` clips
     at a time. A file that cannot be read yields its error message instead of features, so the caller
-    decides whether to stop or skip.
+    decides whether to stop or skip. The warnings of reading a file (:func:`load_audio`'s, channels that cancel) are
+    raised in the caller's process, workers or not.
     """
     device = torch.device(device or "cpu")
     on_cpu = device.type == "cpu"
@@ -456,6 +461,10 @@ def extract_many(
         worker_init_fn=_die_with_parent if workers else None,
     )
     for batch in loader:
+        for *_, notes in batch:  # the files' warnings, raised here in the caller's process (see _ReadAudio)
+            for message, category in notes:
+                warnings.warn(message, category, stacklevel=2)
+        batch = [item[:4] for item in batch]
         if not on_cpu:
             waves = [w for _, w, err, _ in batch if err is None]
             feats = iter(logmel_from_waveforms(waves, params, device, module) if waves else [])

@@ -42,8 +42,10 @@ __all__ = [
     "ESC50_COLUMNS",
     "FolderError",
     "RealDataset",
+    "check_folds",
     "check_verified",
     "features_dir_of",
+    "folds_of",
     "prepare_esc50",
     "prepare_folder",
     "read_esc50",
@@ -243,7 +245,9 @@ def _audio_files(folder: Path) -> list[Path]:
 def scan_folder(root) -> tuple[dict[str, list[Path]], list[Path]]:
     """``({class: files}, unlabelled files)`` of your own folder (layout in the module docstring).
 
-    Raises :class:`FolderError` naming the folder for a missing folder, an empty class folder, audio files lying
+    A class folder holds its clips directly (hidden sub-folders, such as ``.ipynb_checkpoints``, are not read).
+    Raises :class:`FolderError` naming the folder for a missing folder, an empty class folder, a class folder
+    holding sub-folders of audio (``ROOT/animals/{dog,cat}/``: not merged into one class), audio files lying
     loose at the top of a folder of class folders, or a folder with no audio at all.
     """
     root = Path(root).expanduser()
@@ -261,7 +265,15 @@ def scan_folder(root) -> tuple[dict[str, list[Path]], list[Path]]:
     for d in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if base == root and d.name in ("unlabelled", "features"):
             continue
-        files = _audio_files(d)
+        nested = sorted(
+            sub.name for sub in d.iterdir() if sub.is_dir() and not sub.name.startswith(".") and _audio_files(sub)
+        )
+        if nested:
+            raise FolderError(
+                f"{d}: class folder holding sub-folders of audio {nested}; expected its clips directly in it "
+                f"({base}/<class>/*.wav): make each sub-folder a class folder of {base}, or move their files up"
+            )
+        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
         if not files:
             raise FolderError(f"{d}: empty class folder (no {'/'.join(AUDIO_EXTENSIONS)} file); remove it or add clips")
         classes[d.name] = files
@@ -276,13 +288,20 @@ def features_dir_of(root: Path) -> Path:
     return data_root() / "folders" / f"{root.name}-{digest}" / "features"
 
 
+def _quiet_skipped() -> None:
+    """Inside ``warnings.catch_warnings()``: silence the warning listing the skipped files (the summary lists them),
+    and only it: the others, such as a file whose channels cancel when averaged, still reach the user (from the
+    extraction's worker processes too, which inherit the filters)."""
+    warnings.filterwarnings("ignore", message=r".*: skipped \d+ unreadable file", category=UserWarning)
+
+
 def _extract(root: Path, clips: list[ClipMeta], classes: list[str], split: str, out_dir: Path, device, progress):
     """Extract ``clips`` into ``<out_dir>/<split>-<hash of the clip list>.h5``; returns (FeatureSet, skipped)."""
     key = hashlib.sha1(json.dumps([[c.fname, c.label] for c in clips]).encode()).hexdigest()[:10]
     path = out_dir / f"{split}-{key}.h5"
     meta = _FileList(root, {split: clips}, classes)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the skipped files are listed in the summary instead
+        _quiet_skipped()  # the skipped files are listed in the summary instead
         extract_split(meta, split, path, device=device, on_error="skip", progress=progress)
     with h5py.File(path, "r") as f:
         skipped = json.loads(f.attrs.get("skipped", "[]"))
@@ -387,7 +406,7 @@ def prepare_esc50(
     try:
         with warnings.catch_warnings():
             if on_error == "skip":
-                warnings.simplefilter("ignore")  # the skipped clips are listed in the summary instead
+                _quiet_skipped()  # the skipped clips are listed in the summary instead
             extract_split(meta, "esc50", path, device=device, on_error=on_error, progress=progress)
     except AudioError as err:
         raise FolderError(
@@ -404,6 +423,36 @@ def prepare_esc50(
     if verbose:
         print(ds.summary())
     return ds
+
+
+def check_folds(folds, available, source, what: str) -> None:
+    """Refuse ``folds`` (a cross-validation's choice) holding a fold not in ``available`` or one fold twice: a
+    :class:`FolderError` naming ``source`` (the dataset) and its folds (``what``: where they come from)."""
+    seen = set()
+    for f in folds:
+        if f in seen:
+            raise FolderError(f"fold {f} is listed more than once")
+        seen.add(f)
+    unknown = [f for f in folds if f not in available]
+    if unknown:
+        raise FolderError(f"{source} has fold(s) {sorted(available)} ({what}); choose among them")
+
+
+def folds_of(dataset) -> tuple[list[int], Path, str] | None:
+    """The folds ``crossval`` would run over on ``dataset`` (a name or path as
+    :func:`uclser_lib.datasets.prepare` takes it), read without preparing anything: ``(folds, where they are read
+    from, what they are)`` for ESC-50 (its ``meta/esc50.csv``, checked by :func:`read_esc50`) and a folder of class
+    folders (``[0]``: its one seeded split); None where that is not known here (FSDnoisy18k's layout, the course
+    dataset, a path that is not there: :func:`~uclser_lib.datasets.prepare` says what is wrong)."""
+    if dataset in (None, "course", "fsdnoisy18k"):
+        return None
+    root = data_root() / "esc50" / "dataset" if dataset == "esc50" else Path(dataset).expanduser()
+    csv_path = root / "meta" / "esc50.csv"
+    if csv_path.is_file():
+        return sorted(set(read_esc50(root)[1])), csv_path, "ESC-50's folds"
+    if dataset == "esc50" or not root.is_dir() or (root / "FSDnoisy18k.meta").is_dir():
+        return None
+    return [0], root, "a folder's one seeded split"
 
 
 def check_verified(train: FeatureSet, root, stacklevel: int = 2) -> bool:
