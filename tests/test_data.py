@@ -88,6 +88,26 @@ def test_bad_metadata_names_the_file(fsd, csvname, edit, error, message):
     assert csvname in str(info.value) or "nothere.wav" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        (3, "line 4: missing column(s) ['manually_verified', 'noisy_small']: the row has 3 field(s), the header 5"),
+        (
+            1,
+            "line 4: missing column(s) ['label', 'aso_id', 'manually_verified', 'noisy_small']: the row has 1 field(s)",
+        ),
+        (6, "line 4: 6 fields, the header has 5 (an unquoted comma in a value?)"),
+    ],
+)
+def test_a_short_or_long_csv_row_names_the_file_line_and_columns(fsd, cut, message):
+    """Issue 34, row 9: a row missing columns was ``AttributeError: 'NoneType' object has no attribute 'strip'``."""
+    path = fsd / D.META_DIR / "train.csv"
+    _rewrite_csv(path, lambda r: r[:3] + [(r[3] + ["extra"])[:cut]] + r[4:])
+    with pytest.raises(ValueError) as info:
+        D.read_meta(fsd)
+    assert str(info.value).startswith(f"{path}, {message}") and "\n" not in str(info.value)
+
+
 def test_missing_metadata_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.csv"):
         D.read_meta(tmp_path)

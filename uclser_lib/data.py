@@ -205,7 +205,19 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; header is {header}, expected {list(columns)}")
     rows, first_line = [], {}
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num
+        if None in row:  # DictReader keeps the fields beyond the header's under None
+            raise ValueError(
+                f"{path}, line {line}: {len(header) + len(row[None])} fields, the header has {len(header)} "
+                "(an unquoted comma in a value?)"
+            )
+        short = [c for c in header if row[c] is None]  # DictReader fills the fields a short row lacks with None
+        if short:
+            raise ValueError(
+                f"{path}, line {line}: missing column(s) {short}: the row has {len(header) - len(short)} field(s), "
+                f"the header {len(header)}"
+            )
         for c in ("fname", "label"):
             value = row.get(c)
             if value in (None, ""):
@@ -231,7 +243,9 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
 def _flag(path: Path, row: dict, column: str) -> bool:
     value = row[column].strip()
     if value not in ("0", "1"):
-        raise ValueError(f"{path}: column {column!r} of {row['fname']} is {value!r}, expected 0 or 1")
+        raise ValueError(
+            f"{path}, line {row['_line']}: column {column!r} of {row['fname']} is {value!r}, expected 0 or 1"
+        )
     return value == "1"
 
 
@@ -398,12 +412,14 @@ def _lock_holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path, what: str = "this extraction"):
+def _locked(path: Path, what: str = "this extraction", busy=None):
     """An exclusive lock on ``path`` (two processes never extract the same split at once).
 
     A POSIX record lock (``lockf``): it belongs to this process alone, is not inherited by forked DataLoader
     workers and is released by the kernel when the process dies, however it dies (even ``kill -9``). The holder
     writes its PID into the file; a process that has to wait says which lock it waits for and who holds it.
+    ``busy``: when given, a held lock is not waited for: ``busy(holder)`` (holder: ``"PID 123"``) is raised instead
+    (a pre-training run's folder, :func:`uclser_lib.train.run_lock`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -414,6 +430,8 @@ def _locked(path: Path, what: str = "this extraction"):
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            if busy is not None:
+                raise busy(_lock_holder(path)) from None
             print(
                 f"waiting for {path}: held by {_lock_holder(path)} (another extraction of the same features); "
                 "it is released when that process ends",
