@@ -22,6 +22,6 @@ done
 wait
 for arch in $archs; do  # MADE_ON: how they were made, in words, for the manifest
   tail -n 2 "runs/course-$arch.log"
-  "$py" -m uclser_lib export --run-dir "runs/course-$arch" --name "course-$arch" --dataset "$dataset" \
+  "$py" -m uclser_lib export --run-dir "runs/course-$arch" --name "course-$arch" --dataset "$dataset" --replace-shipped \
     ${MADE_ON:+--made-on "$MADE_ON"}
 done

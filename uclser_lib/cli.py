@@ -127,7 +127,7 @@ def pretrain_command(args, overrides: list[str]) -> int:
     import torch
 
     from .config import ConfigError, build, merge, parse_overrides, read_yaml
-    from .pretrained import export_encoder, load_init_encoder
+    from .pretrained import check_export, export_encoder, load_init_encoder
     from .train import PretrainConfig, check_run_dir, pretrain
 
     values = merge(read_yaml(args.config), parse_overrides(overrides))
@@ -139,6 +139,8 @@ def pretrain_command(args, overrides: list[str]) -> int:
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite: choose one (continue the run, or replace it)")
     check_run_dir(run_dir, resume=args.resume, overwrite=False)  # refused now, not after the data is ready
+    if args.export:  # an encoder of that name is refused now, not after the training
+        check_export(args.export)
     init = None
     if args.init is not None:  # further pre-training: the encoder is loaded and checked before the data
         _check_encoder_spec(args.init, "--init")
@@ -187,7 +189,14 @@ def _check_encoder_spec(spec: str, key: str) -> None:
 def export_command(args) -> int:
     from .pretrained import export_encoder
 
-    entry = export_encoder(f"{args.run_dir}/checkpoint.pt", args.name, dataset=args.dataset, made_on=args.made_on)
+    entry = export_encoder(
+        f"{args.run_dir}/checkpoint.pt",
+        args.name,
+        dataset=args.dataset,
+        made_on=args.made_on,
+        overwrite=args.overwrite,
+        replace_shipped=args.replace_shipped,
+    )
     print(f"exported pretrained/{entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}...)")
     return 0
 
@@ -484,6 +493,12 @@ def _main(argv: list[str]) -> int:
     )
     exp.add_argument(
         "--made-on", default=None, help='how the run was made, in words, for the manifest (e.g. "CPU, 1 thread")'
+    )
+    exp.add_argument("--overwrite", action="store_true", help="replace an encoder of that name (else it is refused)")
+    exp.add_argument(
+        "--replace-shipped",
+        action="store_true",
+        help="replace a shipped pretrained/course-<arch> (the maintainers' remake, pretrained/make_pretrained.sh)",
     )
     for name, default, what in (
         ("linear-eval", "linear_eval.yaml", "linear evaluation of a frozen encoder"),

@@ -25,6 +25,7 @@ __all__ = [
     "PRETRAINED_DIR",
     "EncoderInfo",
     "check_encoder_spec",
+    "check_export",
     "export_encoder",
     "load_encoder",
     "load_head",
@@ -43,7 +44,14 @@ def read_manifest(folder=None) -> dict:
 
 
 def export_encoder(
-    checkpoint, name: str, dataset: str, folder=None, half: bool = True, made_on: str | None = None
+    checkpoint,
+    name: str,
+    dataset: str,
+    folder=None,
+    half: bool = True,
+    made_on: str | None = None,
+    overwrite: bool = False,
+    replace_shipped: bool = False,
 ) -> dict:
     """Write the encoder and projection head of a pre-training ``checkpoint`` to ``<folder>/<name>.pt``, and its
     manifest entry.
@@ -51,8 +59,15 @@ def export_encoder(
     ``folder`` defaults to ``pretrained/``. ``made_on``: how the run was made, in words (e.g. "CPU, 1 thread"),
     recorded with the machine that exports (``describe_machine``) and the run's summed epoch time in hours.
     The head is shipped so that a notebook can compare kNN on the head's output with kNN on the encoder's.
+
+    An encoder is never replaced unasked: an existing ``<name>`` (its file or manifest entry) is refused
+    (``FileExistsError``, one line) unless ``overwrite``; a shipped one (``pretrained/course-<arch>``) is refused even
+    then, unless ``replace_shipped`` (the maintainers' remake, ``pretrained/make_pretrained.sh``). An export into the
+    checkpoint's own run folder (notebook 03's) belongs to that run and is replaced with it. Checked before anything
+    is read or written.
     """
     folder = Path(folder or PRETRAINED_DIR)
+    check_export(name, folder, checkpoint, overwrite, replace_shipped)
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(checkpoint)
 
@@ -96,6 +111,32 @@ def export_encoder(
     manifest[name] = entry
     write_atomic(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return entry
+
+
+def check_export(
+    name: str, folder=None, checkpoint=None, overwrite: bool = False, replace_shipped: bool = False
+) -> None:
+    """Refuse (``FileExistsError``, one line) to replace the encoder ``name`` in ``folder`` (default ``pretrained/``)
+    unasked, as :func:`export_encoder` does; ``pretrain --export`` asks before it trains."""
+    from .models import ARCHITECTURES
+
+    folder = Path(folder or PRETRAINED_DIR)
+    path = folder / f"{name}.pt"
+    if not (path.exists() or name in read_manifest(folder)):
+        return
+    if checkpoint is not None and folder.resolve() == Path(checkpoint).parent.resolve():
+        return  # the run's own export follows its run
+    shipped = any(_is_shipped(name, folder, arch) for arch in ARCHITECTURES)
+    if shipped and not replace_shipped:
+        raise FileExistsError(
+            f"{path}: {name!r} is a shipped encoder and is never replaced (--overwrite included); export under "
+            f"another --name (e.g. my-{name.removeprefix('course-')})"
+        )
+    if not (overwrite or replace_shipped):
+        raise FileExistsError(
+            f"{path}: an encoder named {name!r} is already there; pass --overwrite to replace it (its file, metrics "
+            "and manifest entry), or choose another --name"
+        )
 
 
 def load_pretrained(name: str, folder=None, device="cpu") -> tuple[Encoder, dict]:

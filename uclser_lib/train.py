@@ -10,7 +10,10 @@ random draws come from a generator seeded by (seed, epoch), so they do not depen
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import inspect
 import json
 import math
 import os
@@ -25,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .augment import AugmentConfig
 from .checkpoints import load_checkpoint, save_checkpoint, sidecar_of
-from .data import FeatureSet, feature_stats
+from .data import FeatureSet, _locked, feature_stats
 from .embed import knn_evaluate
 from .losses import nt_xent
 from .models import ContrastiveModel, Encoder, ProjectionHead, build_encoder
@@ -36,12 +39,14 @@ __all__ = [
     "PRETRAIN_DROPS",
     "PretrainConfig",
     "RunExistsError",
+    "RunInUseError",
     "TrainingDiverged",
     "check_run_dir",
     "distributed_context",
     "epoch_seeds",
     "initial_encoder",
     "pretrain",
+    "run_lock",
     "write_metrics",
 ]
 
@@ -107,6 +112,64 @@ class RunExistsError(ValueError):
     """``run_dir`` already holds a run and neither ``resume`` nor ``overwrite`` was asked for."""
 
 
+class RunInUseError(RuntimeError):
+    """Another process is pre-training in ``run_dir`` (it holds the folder's lock); the message names its PID."""
+
+
+#: The lock file of a run folder (see :func:`run_lock`).
+RUN_LOCK = ".lock"
+_held_runs: dict[Path, int] = {}  # run folders this process owns, and how many nested run_lock calls hold each
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Own ``run_dir`` for the duration: one process at a time pre-trains in a run folder.
+
+    The lock is :func:`uclser_lib.data._locked`'s (a POSIX ``lockf`` on ``run_dir/.lock``, released by the kernel when
+    its holder dies, even by ``kill -9``; the holder's PID is written in the file). A second process is refused at
+    once with :class:`RunInUseError` naming the holder's PID (:func:`check_run_dir` says so before any data is
+    prepared); the same process may nest calls (a caller holding the folder around :func:`pretrain`). ``None``: no
+    folder, nothing locked.
+    """
+    if run_dir is None:
+        yield
+        return
+    key = Path(run_dir).expanduser().resolve()
+    if key in _held_runs:
+        _held_runs[key] += 1
+        try:
+            yield
+        finally:
+            _held_runs[key] -= 1
+        return
+
+    def busy(holder: str) -> RunInUseError:
+        return RunInUseError(
+            f"{run_dir}: in use by {holder} (another pre-training writes this run_dir); wait for it to end, or "
+            "choose another run_dir"
+        )
+
+    with _locked(key / RUN_LOCK, f"the run folder {run_dir}", busy=busy):
+        _held_runs[key] = 1
+        try:
+            yield
+        finally:
+            del _held_runs[key]
+
+
+def _owns_run_dir(fn):
+    """:func:`pretrain` holds :func:`run_lock` on its ``run_dir`` (on rank 0 of ``torchrun``: the writer) throughout."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        run_dir = signature.bind(*args, **kwargs).arguments.get("run_dir")
+        with run_lock(run_dir if int(os.environ.get("RANK", "0")) == 0 else None):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 #: The files of a run in ``run_dir``: a fresh run refuses to replace them unless asked to.
 RUN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv")
 
@@ -115,11 +178,17 @@ def check_run_dir(run_dir, resume: bool = False, overwrite: bool = False) -> Non
     """Refuse (:class:`RunExistsError`, one line) to start a fresh run in a ``run_dir`` that holds one.
 
     A run is never replaced silently: ``resume`` continues it, ``overwrite`` replaces it (its files are removed
-    first), or a new ``run_dir`` is chosen. Cheap: the command line calls it before any data is prepared.
+    first), or a new ``run_dir`` is chosen. Cheap: the command line calls it before any data is prepared. A
+    ``run_dir`` another process pre-trains in is refused too (:class:`RunInUseError`, naming its PID; resume or not).
     """
-    if run_dir is None or resume:
+    if run_dir is None:
         return
     run_dir = Path(run_dir)
+    if (run_dir / RUN_LOCK).exists():
+        with run_lock(run_dir):  # taken and given back: :func:`pretrain` owns the folder while it runs
+            pass
+    if resume:
+        return
     present = [name for name in RUN_FILES if (run_dir / name).exists()]
     if not present:
         return
@@ -182,6 +251,7 @@ def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int]:
     return order, order * 1_009 + rank + 1
 
 
+@_owns_run_dir
 def pretrain(
     cfg: PretrainConfig,
     train: FeatureSet,
@@ -198,7 +268,8 @@ def pretrain(
     ``monitor``: sets for the kNN monitor (e.g. ``{"val": ..., "test": ...}``). ``run_dir``: where the
     checkpoint (``checkpoint.pt``) and metrics go; with ``resume`` an existing checkpoint there is
     continued (its config must equal ``cfg``, but for more epochs). Without ``resume``, a ``run_dir`` that holds a
-    run is refused (:class:`RunExistsError`) unless ``overwrite`` is given.
+    run is refused (:class:`RunExistsError`) unless ``overwrite`` is given. One process at a time owns ``run_dir``
+    (:func:`run_lock`): while another pre-trains there, :class:`RunInUseError` names its PID.
 
     Under ``torchrun`` (several processes) the model is wrapped in DistributedDataParallel: every rank
     draws the same clip order, takes its share of each global batch of ``cfg.batch_size`` clips, and

@@ -1,0 +1,185 @@
+"""Nothing lost, second pass (#34): a run folder owned by one process, exports that never replace an encoder
+unasked, course-data workers that die with their parent, and a full disk in HDF5 and in course-data generation.
+
+Each test reproduces one finding with real processes or a real fault: two pre-trainings on one ``run_dir``, an
+export over an existing (or shipped) encoder, ``kill -9`` of a generation, and files that cannot grow (a file-size
+limit, ``RLIMIT_FSIZE``: the kernel refuses the write as a full disk would, with EFBIG).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from test_train import synthetic_set, tiny_config
+
+from uclser_lib import pretrained, runtime
+from uclser_lib.cli import main
+from uclser_lib.train import RunInUseError, pretrain, run_lock
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = [str(REPO / "tests"), str(REPO / "tests" / "helpers")]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="lockf, kill -9, /proc: Linux")
+
+
+def _script(body: str, **names) -> list[str]:
+    code = f"import sys; sys.path[:0] = {TESTS!r}\n" + textwrap.dedent(body).format(**names)
+    return [sys.executable, "-c", code]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+# 1. one process at a time owns a run folder --------------------------------------------------------------------
+
+_PRETRAIN = """
+    import os, time
+    from test_train import synthetic_set, tiny_config
+    from uclser_lib.train import pretrain
+
+    def slow(epoch, step, loss):  # the first step waits (at most 120 s) until the test says go on
+        if (epoch, step) == (0, 0):
+            print("training", flush=True)
+            deadline = time.monotonic() + 120
+            while not os.path.exists({go!r}) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    pretrain(tiny_config(epochs=2, seed={seed}, arch="vgglike"), synthetic_set(), run_dir={run!r}, progress=False,
+             device="cpu", on_step=slow)
+    print("done", flush=True)
+"""
+
+
+@pytest.mark.slow  # two pre-training subprocesses
+@linux_only
+def test_two_pretrainings_on_one_run_dir_the_second_is_refused(tmp_path):
+    run, go = tmp_path / "run", tmp_path / "go"
+    a = subprocess.Popen(
+        _script(_PRETRAIN, seed=1, run=str(run), go=str(go)), env=ENV, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert a.stdout.readline().strip() == "training"  # A is in its first step: no checkpoint yet
+        assert not (run / "checkpoint.pt").exists()
+        b = subprocess.run(
+            _script(_PRETRAIN, seed=2, run=str(run), go=str(go)), env=ENV, capture_output=True, text=True, timeout=120
+        )
+        go.touch()
+        assert a.wait(timeout=120) == 0
+    finally:
+        a.kill()
+    assert b.returncode == 1 and "done" not in b.stdout
+    last = b.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"uclser_lib.train.RunInUseError: {run}: in use by PID {a.pid} (another pre-training writes this run_dir); "
+        "wait for it to end, or choose another run_dir"
+    )
+    ckpt = json.loads((run / "metrics.json").read_text())
+    assert len(ckpt) == 2  # run A, whole
+    from uclser_lib.checkpoints import load_checkpoint
+
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["config"]["seed"] == 1 and state["epoch"] == 2
+
+
+@linux_only
+def test_cli_refuses_a_run_dir_in_use_before_preparing_data(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        _script(
+            """
+            import time
+            from uclser_lib.train import run_lock
+            with run_lock({run!r}):
+                print("locked", flush=True)
+                time.sleep(30)
+            """,
+            run=str(run),
+        ),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        import uclser_lib.cli as M
+
+        monkeypatch.setattr(M, "_dataset", lambda *a: pytest.fail("the data was prepared before the refusal"))
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            assert main(["pretrain", "--run_dir", str(run), "--epochs", "1", *extra]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err == (
+                f"error: {run}: in use by PID {holder.pid} (another pre-training writes this run_dir); wait for it "
+                "to end, or choose another run_dir"
+            )
+        with pytest.raises(RunInUseError, match=f"in use by PID {holder.pid}"):
+            pretrain(tiny_config(epochs=1), synthetic_set(), run_dir=run, progress=False, device="cpu")
+    finally:
+        holder.kill()
+        holder.wait()
+    # its holder gone (killed), the folder is free at once; the same process may take it again inside itself
+    with run_lock(run), run_lock(run):
+        _, hist = pretrain(tiny_config(epochs=1, arch="vgglike"), synthetic_set(), run_dir=run, progress=False,
+                           device="cpu")  # fmt: skip
+    assert len(hist) == 1
+
+
+# 2. an export never replaces an encoder unasked, and never a shipped one -----------------------------------------
+
+
+def _files(folder: Path) -> dict:
+    return {p.name: runtime.sha256_of(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_export_never_replaces_an_encoder_unasked_nor_a_shipped_one(tmp_path, capsys, monkeypatch):
+    import uclser_lib.cli as M
+
+    run = tmp_path / "run"
+    pretrain(tiny_config(epochs=1, arch="vgglike"), synthetic_set(), run_dir=run, progress=False, device="cpu")
+    shipped = tmp_path / "pretrained"  # a copy of the shipped folder stands in for it
+    shipped.mkdir()
+    for name in ("manifest.json", "course-vgglike.pt", "course-vgglike.metrics.json"):
+        shutil.copy(REPO / "pretrained" / name, shipped / name)
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
+    monkeypatch.setattr(M, "_dataset", lambda *a: pytest.fail("the data was prepared before the refusal"))
+    export = ["export", "--run-dir", str(run), "--dataset", "d"]
+
+    assert main([*export, "--name", "mine"]) == 0
+    capsys.readouterr()
+    before = _files(shipped)
+    for argv in (
+        [*export, "--name", "mine"],
+        [*export, "--name", "course-vgglike"],
+        [*export, "--name", "course-vgglike", "--overwrite"],
+        ["pretrain", "--run_dir", str(tmp_path / "r2"), "--export", "mine"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err, err
+        if "course-vgglike" in argv:
+            assert err == (
+                f"error: {shipped}/course-vgglike.pt: 'course-vgglike' is a shipped encoder and is never replaced "
+                "(--overwrite included); export under another --name (e.g. my-vgglike)"
+            )
+        else:
+            assert err == (
+                f"error: {shipped}/mine.pt: an encoder named 'mine' is already there; pass --overwrite to replace it "
+                "(its file, metrics and manifest entry), or choose another --name"
+            )
+    assert _files(shipped) == before  # nothing replaced
+    assert main([*export, "--name", "mine", "--overwrite", "--made-on", "again"]) == 0
+    assert pretrained.read_manifest(shipped)["mine"]["made"]["how"] == "again"
+    assert _files(shipped)["course-vgglike.pt"] == before["course-vgglike.pt"]
+    # the maintainers' remake says so; an export into the run's own folder (notebook 03's) follows its run
+    assert main([*export, "--name", "course-vgglike", "--replace-shipped"]) == 0
+    assert _files(shipped)["course-vgglike.pt"] != before["course-vgglike.pt"]
+    for _ in range(2):
+        pretrained.export_encoder(run / "checkpoint.pt", run.name, dataset="d", folder=run)
