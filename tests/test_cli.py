@@ -17,7 +17,7 @@ import torch
 
 from uclser_lib import pretrained, runtime
 from uclser_lib.cli import main
-from uclser_lib.config import ConfigError, build, parse_overrides
+from uclser_lib.config import ConfigError, build, parse_overrides, read_yaml
 from uclser_lib.experiments import STAGE_INITS
 from uclser_lib.train import PretrainConfig
 
@@ -57,6 +57,32 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert "no such config file" in capsys.readouterr().err
     assert main(["pretrain", "--config", "pretrain.yaml", "--batch_sise", "8"]) == 2
     assert "unknown key(s) ['batch_sise']" in capsys.readouterr().err
+
+
+def test_an_unknown_arch_is_refused_before_any_data(tmp_path, capsys, monkeypatch):
+    """Issue 34, row 10: ``--arch resnet50`` failed only after the dataset was prepared, leaving an empty run_dir."""
+    import uclser_lib.cli as M
+
+    monkeypatch.setattr(M, "_dataset", lambda *a: pytest.fail("the data was prepared before the check"))
+    assert main(["pretrain", "--run_dir", str(tmp_path / "r"), "--arch", "resnet50"]) == 2
+    assert capsys.readouterr().err == (
+        "error: config.arch: expected one of ('resnet18', 'vgglike', 'crnn'), got 'resnet50'\n"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_duplicate_yaml_key_is_refused(tmp_path, capsys):
+    """Issue 34, row 11: a key set twice in a config took the last value without a word."""
+    cfg = tmp_path / "twice.yaml"
+    cfg.write_text("epochs: 3\nlr: 0.1\naugment:\n  mix_alpha: 0.1\n  mix_alpha: 0.2\n")
+    with pytest.raises(ConfigError) as err:
+        read_yaml(cfg)
+    assert str(err.value) == f"{cfg}: key 'mix_alpha' is set twice (lines 4 and 5); keep one"
+    cfg.write_text("epochs: 3\nlr: 0.1\nepochs: 5\n")
+    assert main(["pretrain", "--config", str(cfg), "--run_dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"error: {cfg}: key 'epochs' is set twice (lines 1 and 3); keep one\n"
+    cfg.write_text("base: &b {epochs: 3, lr: 0.1}\nrun:\n  <<: *b\n  epochs: 5\n")  # a merge key may be overridden
+    assert read_yaml(cfg)["run"] == {"epochs": 5, "lr": 0.1}
 
 
 @pytest.mark.slow  # end to end: pre-training and evaluation runs

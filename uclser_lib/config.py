@@ -10,7 +10,17 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["CONFIG_DIR", "KEY_RANGES", "ConfigError", "build", "load_yaml", "merge", "parse_overrides", "read_yaml"]
+__all__ = [
+    "CONFIG_DIR",
+    "KEY_RANGES",
+    "ConfigError",
+    "DuplicateKeyError",
+    "build",
+    "load_yaml",
+    "merge",
+    "parse_overrides",
+    "read_yaml",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -37,8 +47,30 @@ _Loader.add_implicit_resolver(
 )
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping sets one key twice (YAML forbids it; PyYAML would keep the last value without a word)."""
+
+
+def _construct_mapping(loader: _Loader, node, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue  # ``<<: *base`` may be overridden by the keys beside it
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise DuplicateKeyError(
+                f"key {key!r} is set twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one"
+            )
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_Loader.construct_mapping = _construct_mapping
+
+
 def load_yaml(text: str):
-    """``yaml.safe_load`` of ``text``, but ``1e-3`` is a float (YAML 1.2's numbers)."""
+    """``yaml.safe_load`` of ``text``, but ``1e-3`` is a float (YAML 1.2's numbers), and a key set twice in one
+    mapping is a :class:`DuplicateKeyError` (a ``yaml.YAMLError``) naming the key and its lines."""
     return yaml.load(text, Loader=_Loader)
 
 
@@ -75,7 +107,7 @@ def _check_range(where: str, key: str, value) -> None:
 
 
 def read_yaml(path) -> dict:
-    """A YAML mapping from ``path`` (``yaml.safe_load``), or a clear error."""
+    """A YAML mapping from ``path`` (``yaml.safe_load``; a key set twice is refused), or a clear error."""
     path = Path(path)
     if not path.is_file():
         shipped = CONFIG_DIR / Path(path).name
@@ -89,6 +121,8 @@ def read_yaml(path) -> dict:
         data = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):

@@ -31,7 +31,7 @@ from .checkpoints import load_checkpoint, save_checkpoint, sidecar_of
 from .data import FeatureSet, _locked, feature_stats
 from .embed import knn_evaluate
 from .losses import nt_xent
-from .models import ContrastiveModel, Encoder, ProjectionHead, build_encoder
+from .models import ARCHITECTURES, ContrastiveModel, Encoder, ProjectionHead, build_encoder
 from .runtime import PAPER_SEED, pick_device, seed_everything, write_atomic
 from .views import GraphedViews, ViewBuilder
 
@@ -93,6 +93,7 @@ class PretrainConfig:
             ("milestones", all(m >= 1 for m in self.milestones), "a list of epochs >= 1"),
             ("knn_every", self.knn_every >= 0, "an integer >= 0"),
             ("knn_k", self.knn_k >= 1, "an integer >= 1"),
+            ("arch", self.arch in ARCHITECTURES, f"one of {ARCHITECTURES}"),
         ]
         for key, ok, what in checks:
             if not ok:
