@@ -29,6 +29,7 @@ __all__ = [
     "export_encoder",
     "load_encoder",
     "load_head",
+    "load_init_encoder",
     "load_pretrained",
     "read_manifest",
     "resolve_encoder",
@@ -104,6 +105,8 @@ def export_encoder(
             "machine": describe_machine(torch.device("cpu")),
         },
     }
+    if "init" in ckpt:  # further pre-training: the encoder it started from (pretrain --init)
+        entry["init"] = ckpt["init"]
     metrics = folder / f"{name}.metrics.json"  # the per-epoch curves, for the notebooks
     write_atomic(metrics, json.dumps(ckpt["history"]) + "\n")
     entry["metrics"] = metrics.name
@@ -320,24 +323,52 @@ def _parse_spec(spec: str) -> tuple[str, object]:
     return "shipped", spec
 
 
+def _released_path(arch: str) -> Path:
+    """The downloaded file of the authors' ``arch`` encoder; FileNotFoundError (one line) before the download."""
+    from .download import RELEASED_FILES, cache_dir
+
+    path = cache_dir() / RELEASED_FILES[arch]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: not downloaded yet (run `python -m uclser_lib download released-encoders`; "
+            "the cache folder is UCLSER_CACHE, default <data root>/cache)"
+        )
+    return path
+
+
+def load_init_encoder(spec: str, device="cpu") -> tuple[Encoder, str]:
+    """The encoder ``spec`` names, for its weights only: what ``pretrain --init`` starts from
+    (:func:`uclser_lib.train.pretrain`'s ``init``). Returns ``(encoder, arch)``.
+
+    ``spec``: a shipped name, a pre-training run's folder or its ``checkpoint.pt``, an exported ``.pt`` file, or
+    ``released:<arch>`` (after ``python -m uclser_lib download released-encoders``; before it, the one-line
+    FileNotFoundError that says so); checked (sha256) and loaded as :func:`load_encoder` does, but no normalisation
+    is needed (pre-training normalises with its own set's statistics). ``random:<arch>`` is refused (ValueError):
+    a random start is pre-training without ``--init``.
+    """
+    kind, what = _parse_spec(spec)
+    if kind == "random":
+        raise ValueError(f"--init {spec!r}: a random init is what pretrain does without --init")
+    if kind == "released":
+        from .released import load_released_encoder
+
+        return load_released_encoder(what, _released_path(what)).to(device), what
+    encoder, info = _load(spec, None, device)
+    return encoder, info.arch
+
+
 def _load(spec: str, pretrain_set, device) -> tuple[Encoder, EncoderInfo]:
     """An encoder from a spec (see :func:`load_encoder`), read by :func:`_parse_spec`."""
     from .data import feature_stats
 
     kind, what = _parse_spec(spec)
     if kind == "released":
-        from .download import RELEASED_FILES, cache_dir
         from .released import RELEASED_SHA256, load_released_encoder, released_std
 
         arch = what
         if pretrain_set is None:
             raise ValueError(f"encoder {spec!r}: a released encoder needs the pre-training set for its mean and std")
-        path = cache_dir() / RELEASED_FILES[arch]
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: not downloaded yet (run `python -m uclser_lib download released-encoders`; "
-                "the cache folder is UCLSER_CACHE, default <data root>/cache)"
-            )
+        path = _released_path(arch)
         mean, std = feature_stats(pretrain_set.clips)
         info = EncoderInfo(
             spec, spec, False, arch, None, mean, released_std(std), RELEASED_SHA256.get(path.name), None, path

@@ -31,7 +31,7 @@ from .checkpoints import load_checkpoint, save_checkpoint, sidecar_of
 from .data import FeatureSet, _locked, feature_stats
 from .embed import knn_evaluate
 from .losses import nt_xent
-from .models import ARCHITECTURES, ContrastiveModel, Encoder, ProjectionHead, build_encoder
+from .models import ARCHITECTURES, CRNN, ContrastiveModel, Encoder, ProjectionHead, ResNet18, VGGLike, build_encoder
 from .runtime import PAPER_SEED, pick_device, seed_everything, write_atomic
 from .views import GraphedViews, ViewBuilder
 
@@ -241,6 +241,21 @@ def initial_encoder(cfg: PretrainConfig, n_classes: int) -> Encoder:
     return build_encoder(cfg.arch, n_classes=n_classes)
 
 
+_ARCH_OF = {ResNet18: "resnet18", VGGLike: "vgglike", CRNN: "crnn"}
+
+
+def _copy_init(encoder: Encoder, init: Encoder) -> None:
+    """Copy ``init``'s state (weights, BatchNorm statistics) into ``encoder`` of the same architecture, all but the
+    class layer's (the classes may differ; ``encoder`` keeps its seeded draw there)."""
+    layer = next(name for name, m in encoder.named_modules() if m is encoder.classifier())
+    state = {k: v for k, v in init.state_dict().items() if not k.startswith(layer + ".")}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(layer + ".") for k in missing):
+        raise ValueError(
+            f"init: its weights do not fit the encoder (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
 def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int]:
     """The seeds of epoch ``epoch``'s draws (counted from 0) in :func:`pretrain`: ``(order, views)``.
 
@@ -263,6 +278,8 @@ def pretrain(
     progress: bool = True,
     overwrite: bool = False,
     on_step: Callable[[int, int, float], None] | None = None,
+    init: Encoder | None = None,
+    init_name: str | None = None,
 ) -> tuple[ContrastiveModel, list[dict]]:
     """Pre-train an encoder on ``train`` (labels unused); return the model and the per-epoch metrics.
 
@@ -280,12 +297,26 @@ def pretrain(
     ``on_step(epoch, step, loss)``, when given, is called after every optimiser step with the epoch and the step
     within it (both from 0) and that batch's loss as a float (this process's, under torchrun); it changes nothing
     that is computed (notebook 03 compares its written-out step with these losses).
+
+    ``init``: further pre-training. An encoder of ``cfg.arch`` (``uclser_lib.pretrained.load_init_encoder``, what
+    ``pretrain --init`` loads) whose weights and BatchNorm statistics the first step starts from, on any training
+    set; its class layer is not copied (its classes need not be this set's; the layer plays no part in pre-training)
+    and the projection head starts fresh, drawn as without ``init``. Features are normalised with ``train``'s
+    statistics, as without it. Another architecture is a ValueError naming both, before any data is touched.
+    ``init_name`` (e.g. the ``--init`` spec) is recorded in the checkpoint as ``init``; resuming a run with an
+    ``init_name`` other than the recorded one is refused. Without ``init`` nothing changes.
     """
     device = pick_device(device)
     rank, world = distributed_context()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
     local = cfg.batch_size // world
+    if init is not None and _ARCH_OF.get(type(init)) != cfg.arch:
+        init_arch = _ARCH_OF.get(type(init), type(init).__name__)
+        raise ValueError(
+            f"init{f' {init_name!r}' if init_name else ''}: a {init_arch} encoder, but the config's arch is "
+            f"{cfg.arch!r}; set arch to {init_arch} or start from a {cfg.arch} encoder"
+        )
     if len(train) < 3:
         raise ValueError(f"pre-training needs at least 3 clips (a foreground and two backgrounds), got {len(train)}")
     if cfg.batch_size > len(train):
@@ -300,6 +331,8 @@ def pretrain(
     views = ViewBuilder(packed, cfg.augment, mean, std)
 
     encoder = initial_encoder(cfg, len(train.classes))
+    if init is not None:
+        _copy_init(encoder, init)
     encoder.classifier().requires_grad_(False)  # the class layer plays no part in pre-training
     model = ContrastiveModel(encoder, ProjectionHead(encoder.embedding_dim, cfg.proj_hidden, cfg.proj_dim)).to(device)
     use_cl = cfg.channels_last and device.type == "cuda"
@@ -309,6 +342,7 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
     history: list[dict] = []
     start_epoch = 0
+    started_from = (init_name or f"a {cfg.arch} encoder given to pretrain") if init is not None else None
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
@@ -319,6 +353,11 @@ def pretrain(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
+        started_from = ckpt.get("init", started_from)
+        if init is not None and init_name is not None and ckpt.get("init") != init_name:
+            raise ValueError(
+                f"{ckpt_path}: started from init {ckpt.get('init')!r}, not {init_name!r}; use another run_dir"
+            )
 
     step_model = model
     if world > 1:
@@ -401,6 +440,8 @@ def pretrain(
                 "std": std,
                 "classes": train.classes,
             }
+            if started_from is not None:
+                state["init"] = started_from
             save_checkpoint(state, ckpt_path)  # atomic, with its sha256 in checkpoint.pt.sha256
             write_metrics(history, run_dir)
         if world > 1:
