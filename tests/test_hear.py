@@ -128,6 +128,18 @@ def test_bad_input_is_a_one_line_value_error(model, audio, words):
         assert words in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_stereo_array_is_named_stereo_not_two_samples_long(model):
+    """Issue 34, row 11: a (n_samples, 2) stereo array was refused as "2 samples long"."""
+    stereo = _noise(2, 22050).T  # (22050, 2), as soundfile reads a stereo file
+    for fn in (hear.get_scene_embeddings, hear.get_timestamp_embeddings):
+        with pytest.raises(ValueError) as err:
+            fn(stereo, model)
+        assert str(err.value) == (
+            "audio has shape (22050, 2): 22050 sounds of 2 samples? It looks like (n_samples, n_channels): average "
+            "the channels to mono and pass audio.mean(dim=1)[None], shape (1, n_samples)"
+        )
+
+
 def test_bad_model_spec_and_parameters(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such"):
         hear.load_model("no-such-encoder")

@@ -94,3 +94,58 @@ def test_a_folder_without_a_checkpoint_and_a_blank_spec_are_refused(tmp_path, mo
     monkeypatch.delenv("UCLSER_ENCODER", raising=False)
     with pytest.raises(ValueError, match="encoder '': expected"):
         pretrained.resolve_encoder(None, "")
+
+
+@pytest.mark.parametrize("name, content", [("model.bin", None), ("weights.pt", None), ("notes.txt", b"not a model\n")])
+def test_an_existing_file_that_is_no_checkpoint_is_named_as_such(tmp_path, name, content):
+    """Issue 34, row 11: an existing non-.pt file was 'no such file'; a random file passed on torch's advice to
+    retry with weights_only=False (which would unpickle anything: never to be suggested)."""
+    from uclser_lib import hear
+
+    path = tmp_path / name
+    path.write_bytes(content or bytes(range(256)) * 12)
+    for load in (hear.load_model, lambda s: pretrained.resolve_encoder(s, "course-resnet18")):
+        with pytest.raises(ValueError) as err, pytest.warns(UserWarning, match="integrity cannot be checked"):
+            load(str(path))
+        message = str(err.value)
+        assert message.startswith(f"{path}: not a readable checkpoint") and "\n" not in message
+        assert "no such file" not in message and "weights_only" not in message and "False" not in message
+
+
+def test_a_checkpoint_short_of_its_epochs_loads_with_a_warning(tmp_path):
+    """Issue 34, row 11 (fast): a checkpoint whose epoch is below its config's epochs warns; a finished one not."""
+    from uclser_lib.checkpoints import save_checkpoint
+    from uclser_lib.models import build_encoder
+
+    model = {f"encoder.{k}": v for k, v in build_encoder("vgglike", n_classes=2).state_dict().items()}
+    state = dict(config=tiny_config(arch="vgglike", epochs=3).to_dict(), model=model, epoch=1, classes=["a", "b"])
+    save_checkpoint(dict(state, mean=-3.0, std=1.0, history=[]), tmp_path / "r" / "checkpoint.pt")
+    with pytest.warns(UserWarning, match=r"/r/checkpoint.pt: an unfinished run: 1 of its 3 epochs done; continue"):
+        assert pretrained.resolve_encoder(str(tmp_path / "r"), "course-resnet18")[1].epochs == 1
+    save_checkpoint(dict(state, epoch=3, mean=-3.0, std=1.0, history=[]), tmp_path / "r" / "checkpoint.pt")
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        pretrained.resolve_encoder(str(tmp_path / "r"), "course-resnet18")
+
+
+@pytest.mark.slow  # a pre-training run, stopped in its second epoch
+def test_an_unfinished_run_loads_with_a_warning(tmp_path):
+    """Issue 34, row 11: a run killed after 1 of 3 epochs loaded as if it were finished."""
+
+    def kill(epoch, step, loss):
+        if epoch == 1:
+            raise KeyboardInterrupt  # as a kill between two epochs' checkpoints leaves the run
+
+    train = synthetic_set(6)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(
+            tiny_config(arch="vgglike", epochs=3, knn_every=0),
+            train,
+            run_dir=tmp_path / "r",
+            on_step=kill,
+            progress=False,
+            device="cpu",
+        )
+    with pytest.warns(UserWarning, match=r"/r/checkpoint.pt: an unfinished run: 1 of its 3 epochs done"):
+        encoder, info = pretrained.resolve_encoder(str(tmp_path / "r"), "course-resnet18")
+    assert info.epochs == 1

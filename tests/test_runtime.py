@@ -35,6 +35,20 @@ def test_pick_device(monkeypatch):
             pick_device("cuda")
 
 
+def test_a_bad_device_names_where_it_came_from(monkeypatch):
+    """Issue 34, row 11: ``UCLSER_DEVICE=bogus`` gave torch's message, which does not name the variable."""
+    monkeypatch.setenv("UCLSER_DEVICE", "bogus")
+    with pytest.raises(ValueError) as err:
+        pick_device()
+    assert str(err.value) == "UCLSER_DEVICE='bogus': not a device (expected cpu, cuda, cuda:<index> or mps)"
+    with pytest.raises(ValueError, match=r"^device 'cuda:x': not a device \(expected cpu, cuda"):
+        pick_device("cuda:x")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("UCLSER_DEVICE", "cuda")
+        with pytest.raises(RuntimeError, match=r"^UCLSER_DEVICE='cuda' was asked for but CUDA is not available"):
+            pick_device()
+
+
 def test_dataset_choice_and_its_figures_folder(monkeypatch, tmp_path):
     """``UCLSER_DATASET`` picks the notebooks' dataset; another one than the course's keeps its figures apart."""
     from uclser_lib import plots

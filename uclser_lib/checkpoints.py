@@ -18,7 +18,7 @@ import torch
 
 from .runtime import write_atomic
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "sidecar_of"]
+__all__ = ["CheckpointError", "load_checkpoint", "load_error", "save_checkpoint", "sidecar_of"]
 
 
 class CheckpointError(ValueError):
@@ -51,6 +51,19 @@ def save_checkpoint(state: dict, path) -> Path:
     return path
 
 
+def load_error(err: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in one line, without torch's advice to retry with
+    ``weights_only=False`` (never to be followed for a file that fails here: it would unpickle anything)."""
+    text = str(err).strip()
+    if "Weights only load failed" in text:
+        why = text.partition("WeightsUnpickler error:")[2].partition("Check the documentation")[0]
+        why = " ".join(why.split())
+        return "it holds something other than tensors and plain containers (never unpickled here)" + (
+            f": {why}" if why else ""
+        )
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """A training checkpoint, its sha256 verified, loaded safely (``weights_only=True``).
 
@@ -75,5 +88,4 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {first}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {load_error(err)}") from None

@@ -125,6 +125,12 @@ def _check_audio(audio, model: EmbeddingModel) -> torch.Tensor:
         raise ValueError(f"audio must be mono, shape (n_sounds, n_samples), got shape {tuple(audio.shape)}{hint}")
     if audio.shape[0] == 0:
         raise ValueError("audio holds no sound (n_sounds = 0)")
+    if audio.shape[1] <= 8 < audio.shape[0]:  # as soundfile reads a stereo file: samples down, channels across
+        raise ValueError(
+            f"audio has shape {tuple(audio.shape)}: {audio.shape[0]} sounds of {audio.shape[1]} samples? It looks like "
+            "(n_samples, n_channels): average the channels to mono and pass audio.mean(dim=1)[None], shape "
+            "(1, n_samples)"
+        )
     if audio.shape[1] < model.min_samples:
         raise ValueError(
             f"audio is {audio.shape[1]} samples long, shorter than {model.min_samples} "

@@ -12,6 +12,7 @@ verifies the sha256 before unpickling anything and loads with ``weights_only=Tru
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,10 +280,10 @@ def check_encoder_spec(spec: str) -> None:
 
     The accepted forms (the grammar :func:`load_encoder` and :func:`resolve_encoder` read, checked here only): a
     shipped name (``pretrained/manifest.json``), a pre-training run's folder holding ``checkpoint.pt``, the path of
-    a ``.pt`` file (a run's checkpoint or an exported encoder), ``random:<arch>`` (``arch`` in
-    :data:`uclser_lib.models.ARCHITECTURES`) or ``released:<arch>`` (``vgglike`` or ``crnn``). Raises
-    ``ValueError`` (one line naming the spec and the accepted forms) for a spec of none of these forms, and
-    ``FileNotFoundError`` (one line naming the spec) for a path or a name that is not there.
+    a ``.pt`` file (a run's checkpoint or an exported encoder; any other existing file is read as one),
+    ``random:<arch>`` (``arch`` in :data:`uclser_lib.models.ARCHITECTURES`) or ``released:<arch>`` (``vgglike`` or
+    ``crnn``). Raises ``ValueError`` (one line naming the spec and the accepted forms) for a spec of none of these
+    forms, and ``FileNotFoundError`` (one line naming the spec) for a path or a name that is not there.
     """
     _parse_spec(spec)
 
@@ -313,6 +314,8 @@ def _parse_spec(spec: str) -> tuple[str, object]:
         return "file", path / "checkpoint.pt"
     if path.suffix == ".pt" and path.is_file():
         return "file", path
+    if path.is_file() and (len(path.parts) > 1 or spec not in read_manifest()):
+        return "file", path  # another existing file is read as a checkpoint: its error then says what it is
     if path.suffix == ".pt" or len(path.parts) > 1:
         raise FileNotFoundError(f"encoder {spec!r}: no such file or folder; {expected}")
     if spec not in read_manifest():
@@ -394,7 +397,13 @@ def _load(spec: str, pretrain_set, device) -> tuple[Encoder, EncoderInfo]:
                 f"{spec}: {kind} checkpoint; expected a pre-training run's checkpoint.pt or the name of an exported "
                 f"encoder in pretrained/manifest.json (available: {sorted(read_manifest())})"
             )
-        arch = ckpt["config"]["arch"]
+        arch, planned = ckpt["config"]["arch"], ckpt["config"].get("epochs")
+        if isinstance(planned, int) and ckpt["epoch"] < planned:  # killed or stopped before its last epoch
+            warnings.warn(
+                f"{path}: an unfinished run: {ckpt['epoch']} of its {planned} epochs done; continue it with "
+                f"`python -m uclser_lib pretrain --resume --run_dir {path.parent}` (and its config)",
+                stacklevel=3,
+            )
         encoder = build_encoder(arch, n_classes=len(ckpt["classes"]))
         encoder.load_state_dict({k[len("encoder.") :]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")})
         # an export of this very state beside it (notebook 03 exports into its run folder) records the dataset

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import load_error
 from .features import DEFAULT_PARAMS
 from .models import Encoder, build_encoder
 from .runtime import sha256_of
@@ -82,7 +83,7 @@ def load_released_encoder(arch: str, path: str | Path, n_classes: int = 20) -> E
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: cannot read the checkpoint (truncated or corrupt file): {err}") from err
+        raise ValueError(f"{path}: cannot read the checkpoint (truncated or corrupt file): {load_error(err)}") from None
     state = _unwrap_state_dict(obj, path)
     model = build_encoder(arch, n_classes)
     own = model.state_dict()

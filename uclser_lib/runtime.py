@@ -112,13 +112,19 @@ def smoke_mode() -> bool:
 def pick_device(prefer: str | None = None) -> torch.device:
     """The device every stage uses.
 
-    ``prefer`` or ``UCLSER_DEVICE`` if given, else CUDA when present (GPU ``LOCAL_RANK``), else CPU.
+    ``prefer`` or ``UCLSER_DEVICE`` if given, else CUDA when present (GPU ``LOCAL_RANK``), else CPU. A name torch
+    does not know is a ``ValueError`` naming it and where it came from; CUDA asked for where there is none, a
+    ``RuntimeError``.
     """
     name = prefer or os.environ.get("UCLSER_DEVICE")
     if name:
-        dev = torch.device(name)
+        where = f"device {name!r}" if prefer else f"UCLSER_DEVICE={name!r}"
+        try:
+            dev = torch.device(name)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"{where}: not a device (expected cpu, cuda, cuda:<index> or mps)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available on this machine")
+            raise RuntimeError(f"{where} was asked for but CUDA is not available on this machine")
         return dev
     if torch.cuda.is_available():  # under torchrun each process takes the GPU of its LOCAL_RANK
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
