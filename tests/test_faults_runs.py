@@ -9,12 +9,15 @@ limit, ``RLIMIT_FSIZE``: the kernel refuses the write as a full disk would, with
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from test_train import synthetic_set, tiny_config
 
 from uclser_lib import pretrained, runtime
@@ -183,3 +186,101 @@ def test_export_never_replaces_an_encoder_unasked_nor_a_shipped_one(tmp_path, ca
     assert _files(shipped)["course-vgglike.pt"] != before["course-vgglike.pt"]
     for _ in range(2):
         pretrained.export_encoder(run / "checkpoint.pt", run.name, dataset="d", folder=run)
+
+
+# 3. kill -9 of a course-data generation leaves no worker behind ----------------------------------------------------
+
+_GENERATE = """
+    import os, time
+    from uclser_lib.coursedata import writer as W
+    real = W._write_clip
+
+    def slow(job):  # each worker says who it is, then renders slowly
+        with open({pids!r}, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+        time.sleep(1.0)
+        return real(job)
+
+    W._write_clip = slow
+    W.generate({root!r}, "tiny", seed=1, progress=False, workers=2)
+"""
+
+
+@pytest.mark.slow  # a generation subprocess killed with -9
+@linux_only
+def test_kill_9_of_course_data_generation_leaves_no_worker(tmp_path):
+    pids = tmp_path / "pids.txt"
+    proc = subprocess.Popen(_script(_GENERATE, pids=str(pids), root=str(tmp_path / "course")), env=ENV)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.1)
+            workers = {int(p) for p in pids.read_text().split()} if pids.exists() else set()
+        assert proc.poll() is None and len(workers) == 2, "the generation ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not [p for p in workers if _alive(p)], "generation workers outlived their killed parent"
+    finally:
+        proc.kill()
+        for p in workers:  # the workers this test started, should the fix fail
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+# 4-5. a full disk after the free-space check: one line naming the file, no crash, nothing half-written ------------
+
+
+def _limited(max_bytes: int):
+    """Run a child with files that cannot grow past ``max_bytes``: its writes fail (EFBIG) as on a full disk."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, resource.RLIM_INFINITY))
+
+    return limit
+
+
+@pytest.mark.slow  # extraction subprocesses
+@linux_only
+def test_a_disk_full_inside_hdf5_is_an_error_not_a_crash(tmp_path):
+    from test_data import write_fsd
+
+    from uclser_lib import data as D
+
+    fsd = write_fsd(tmp_path / "fsd")  # 12 train clips: about 0.8 MB of features, written past the 300 kB limit
+    env = dict(ENV, UCLSER_DATA=str(tmp_path / "data"), UCLSER_FSD_ROOT=str(fsd))
+    cmd = [sys.executable, "-m", "uclser_lib", "extract", "--device", "cpu"]
+    full = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, preexec_fn=_limited(300_000))
+    assert full.returncode == 2, full.stderr[-2000:]  # was -11 (segfault) after the message
+    features = tmp_path / "data" / "fsdnoisy18k" / "features"
+    lines = [line for line in full.stderr.splitlines() if line.strip()]
+    assert lines[-1] == (
+        f"error: [Errno 28] {features}/train.h5.part: no space left on device (free some space, then run again)"
+    ), full.stderr[-2000:]
+    assert "Traceback" not in full.stderr and "Exception ignored" not in full.stderr
+    assert not (features / "train.h5").exists()  # no half-written final file
+    again = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    clean = D.extract_split(D.read_meta(fsd), "train", tmp_path / "clean.h5", workers=0, progress=False)
+    assert torch.equal(D.load_features(features / "train.h5").clips.data, D.load_features(clean).clips.data)
+
+
+@pytest.mark.slow  # a generation subprocess
+@linux_only
+def test_a_disk_full_during_course_data_generation_names_the_file(tmp_path):
+    env = dict(ENV, UCLSER_DATA=str(tmp_path / "data"))
+    cmd = [sys.executable, "-m", "uclser_lib", "extract", "--preset", "tiny", "--device", "cpu"]
+    full = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, preexec_fn=_limited(60_000))
+    assert full.returncode == 2, full.stderr[-2000:]
+    last = [line for line in full.stderr.splitlines() if line.strip()][-1]
+    # was "error: LibsndfileError: System error."
+    assert last.startswith(f"error: [Errno 28] {tmp_path / 'data'}/") and last.endswith(
+        ".wav: no space left on device (free some space, then run again)"
+    ), last
+    assert "Traceback" not in full.stderr
+    assert not list((tmp_path / "data").rglob("*.part"))  # no half-written WAV left

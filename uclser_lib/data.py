@@ -492,6 +492,42 @@ def _changed_source(f: h5py.File, meta, split: str, clips: list[ClipMeta], sourc
     return None
 
 
+def _abandon(f: h5py.File) -> None:
+    """Close ``f`` after an error without another write to its file, so that it cannot crash the process.
+
+    An HDF5 write that failed (a disk that filled after :func:`_check_space`) leaves the library with metadata it
+    cannot write: closing such a file fails, and the file stays open until the interpreter exits, where h5py's and
+    HDF5's clean-up crash (a segfault, after the error message). So the file's descriptor is first pointed at
+    ``os.devnull``: the close then writes nowhere and succeeds. The file on disk keeps what the last
+    :func:`_flush` wrote (what was written since is lost, as with ``kill -9``), and the rerun resumes from it or, if
+    it is unreadable, starts over. Nothing is raised here: the caller re-raises the error that brought us here.
+    """
+    try:
+        if not f.id.valid:
+            return
+        fd = f.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    except Exception:  # noqa: BLE001 — not a plain file descriptor: leave the file as it is rather than crash
+        return
+    with contextlib.suppress(Exception):
+        f.close()
+
+
+@contextlib.contextmanager
+def _closing(f: h5py.File):
+    """``with _closing(f) as f``: closed as usual at the end; after an error, :func:`_abandon`-ed."""
+    try:
+        yield f
+    except BaseException:
+        _abandon(f)
+        raise
+    f.close()
+
+
 def _open_partial(part: Path, clips: list[ClipMeta], identity: dict, sources) -> h5py.File:
     """Open the partial file of an interrupted extraction if it is the same job on the same audio files, else start
     a new one."""
@@ -512,19 +548,23 @@ def _open_partial(part: Path, clips: list[ClipMeta], identity: dict, sources) ->
             pass  # a crash may leave a partial file unreadable: start over
         part.unlink()
     f = h5py.File(part, "w")
-    f.attrs["job"] = json.dumps(identity)
-    f.attrs["n_done"] = 0
-    f.attrs["skipped"] = "[]"
-    f.attrs["source_root"] = sources[0]
-    f.create_dataset("source_stat", data=sources[1])
-    f.create_dataset(
-        "features",
-        shape=(0, identity["params"]["n_mels"]),
-        maxshape=(None, identity["params"]["n_mels"]),
-        dtype="float32",
-        chunks=(512, identity["params"]["n_mels"]),
-    )
-    f.create_dataset("lengths", shape=(len(clips),), dtype="int64", fillvalue=-1)
+    try:
+        f.attrs["job"] = json.dumps(identity)
+        f.attrs["n_done"] = 0
+        f.attrs["skipped"] = "[]"
+        f.attrs["source_root"] = sources[0]
+        f.create_dataset("source_stat", data=sources[1])
+        f.create_dataset(
+            "features",
+            shape=(0, identity["params"]["n_mels"]),
+            maxshape=(None, identity["params"]["n_mels"]),
+            dtype="float32",
+            chunks=(512, identity["params"]["n_mels"]),
+        )
+        f.create_dataset("lengths", shape=(len(clips),), dtype="int64", fillvalue=-1)
+    except BaseException:
+        _abandon(f)
+        raise
     return f
 
 
@@ -624,7 +664,7 @@ def _extract_into(
     part, meta, split, clips, identity, sources, params, device, workers, on_error, progress, flush_every
 ) -> list[str]:
     """Extract (or resume extracting) ``clips`` into the partial file ``part`` and finish it; the skipped files."""
-    with _open_partial(part, clips, identity, sources) as f:
+    with _closing(_open_partial(part, clips, identity, sources)) as f:
         done = int(f.attrs["n_done"])
         skipped = json.loads(f.attrs["skipped"])
         lengths = f["lengths"]

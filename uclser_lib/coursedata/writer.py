@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -16,7 +19,8 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from ..data import AUDIO_DIRS, META_DIR, TEST_COLUMNS, TRAIN_COLUMNS
-from ..runtime import PAPER_SEED, write_atomic
+from ..features import _die_with_parent
+from ..runtime import PAPER_SEED, disk_full_error, write_atomic
 from .dsp import SR
 from .plan import (
     _AUDIO_STREAM,
@@ -63,12 +67,48 @@ def _is_complete(path: Path, n_samples: int) -> bool:
 
 
 def _write_clip(job: tuple[ClipPlan, int, str]) -> None:
-    """Render one clip and write it atomically (temporary name in the same folder, then os.replace)."""
+    """Render one clip and write it atomically (temporary name in the same folder, then os.replace).
+
+    The WAV is encoded in memory and written by Python, so a full disk is an ``OSError`` with its errno (libsndfile
+    writing the file itself says only "System error."): raised as :class:`~uclser_lib.runtime.DiskFullError`,
+    "<the WAV's path>: no space left on device", with the temporary file removed.
+    """
     clip, seed, folder = job
     path = Path(folder) / clip.fname
     part = path.with_name(f".{clip.fname}.{os.getpid()}.part")
-    sf.write(str(part), render_clip(clip, seed), SR, subtype="PCM_16", format="WAV")
-    os.replace(part, path)
+    wav = io.BytesIO()
+    sf.write(wav, render_clip(clip, seed), SR, subtype="PCM_16", format="WAV")
+    try:
+        with open(part, "wb") as f:
+            f.write(wav.getbuffer())
+        os.replace(part, path)
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        full = disk_full_error(err, path)
+        if full is not None:
+            raise full from None
+        raise
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    """Initializer of generate's worker processes: a worker dies with ``parent``, the process that started it, even
+    when that one is killed with ``kill -9`` (a worker left behind blocks forever on its pipe).
+
+    On Linux the kernel kills it (``PR_SET_PDEATHSIG``, :func:`uclser_lib.features._die_with_parent`; it fires when
+    the thread that forked the worker ends, and :func:`generate` forks them in its own thread, which waits for them).
+    Everywhere, as a fallback, a daemon thread polls ``os.getppid()`` every second and exits when the parent changed;
+    a parent that died before this ran is caught at once.
+    """
+    _die_with_parent(0)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 def _csv_text(header, rows) -> str:
@@ -122,7 +162,9 @@ def generate(
     Resumable: complete WAVs already there are kept, missing or damaged ones are (re)written, each
     atomically; the CSVs come last. ``workers`` processes render in parallel (default: the CPUs,
     at most 8); the files do not depend on it. Raises ``ValueError`` when ``root`` holds a dataset
-    made with other parameters (see ``FSDnoisy18k.meta/course_manifest.json``) or not by this function.
+    made with other parameters (see ``FSDnoisy18k.meta/course_manifest.json``) or not by this function, and
+    :class:`~uclser_lib.runtime.DiskFullError` naming the WAV when the disk is full (the rerun resumes). The worker
+    processes die with this one, even when it is killed with ``kill -9`` (:func:`_worker_init`).
     """
     name, cfg = _resolve_preset(preset)
     wrong, incomplete, oov = _rates(wrong_rate, incomplete_rate, oov_rate)
@@ -166,9 +208,12 @@ def generate(
                 bar.update()
         else:
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),))
+            try:
                 for _ in pool.map(_write_clip, todo, chunksize=4):
                     bar.update()
+            finally:  # after an error (a full disk) the clips not started are not tried
+                pool.shutdown(wait=True, cancel_futures=True)
 
     train = [c for c in clips if c.split == "train"]
     test = [c for c in clips if c.split == "test"]
