@@ -194,3 +194,19 @@ def test_cli_pretrains_from_an_exported_encoder_and_records_it(tmp_path, monkeyp
     for name, p in shipped.named_parameters():
         if not name.startswith("dense_out."):  # the class layer (VGG-like)
             torch.testing.assert_close(ckpt["model"][f"encoder.{name}"], p.detach())
+
+
+def test_a_released_encoder_loads_when_downloaded():
+    """The authors' encoders, where the model zoo stands in for the download (tests/conftest.py sets UCLSER_CACHE)."""
+    from uclser_lib.download import RELEASED_FILES, cache_dir
+    from uclser_lib.released import load_released_encoder
+
+    path = cache_dir() / RELEASED_FILES["vgglike"]
+    if not path.is_file():
+        pytest.skip("the released encoders are not downloaded (no model zoo beside the checkout)")
+    encoder, arch = load_init_encoder("released:vgglike")
+    assert arch == "vgglike"
+    for a, b in zip(encoder.state_dict().values(), load_released_encoder("vgglike", path).state_dict().values()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="a vgglike encoder, but the config's arch is 'crnn'"):
+        pretrain(config(arch="crnn"), synthetic_set(), progress=False, device="cpu", init=encoder)
