@@ -93,6 +93,7 @@ def test_two_pretrainings_on_one_run_dir_the_second_is_refused(tmp_path):
     assert state["config"]["seed"] == 1 and state["epoch"] == 2
 
 
+@pytest.mark.slow  # a subprocess holds the run folder
 @linux_only
 def test_cli_refuses_a_run_dir_in_use_before_preparing_data(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
