@@ -43,6 +43,10 @@ def test_a_bad_device_names_where_it_came_from(monkeypatch):
     assert str(err.value) == "UCLSER_DEVICE='bogus': not a device (expected cpu, cuda, cuda:<index> or mps)"
     with pytest.raises(ValueError, match=r"^device 'cuda:x': not a device \(expected cpu, cuda"):
         pick_device("cuda:x")
+    from uclser_lib.features import extract_many  # extract --device bogus: the same line, not torch's
+
+    with pytest.raises(ValueError, match=r"^device 'bogus': not a device \(expected cpu, cuda"):
+        next(extract_many(["x.wav"], device="bogus", workers=0))
     if not torch.cuda.is_available():
         monkeypatch.setenv("UCLSER_DEVICE", "cuda")
         with pytest.raises(RuntimeError, match=r"^UCLSER_DEVICE='cuda' was asked for but CUDA is not available"):

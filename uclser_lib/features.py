@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runtime import check_torch_pair
+from .runtime import check_torch_pair, pick_device
 
 check_torch_pair()  # before torchaudio's extension loads: a mismatched pair fails there with an undefined symbol
 import torchaudio.functional as AF  # noqa: E402
@@ -446,7 +446,7 @@ def extract_many(
     decides whether to stop or skip. The warnings of reading a file (:func:`load_audio`'s, channels that cancel) are
     raised in the caller's process, workers or not.
     """
-    device = torch.device(device or "cpu")
+    device = pick_device(device) if device else torch.device("cpu")  # a bad name: one line naming it
     on_cpu = device.type == "cpu"
     resampler_in_use(resampler)  # a bad name or a missing soxr fails here, once
     if workers is None:
