@@ -257,7 +257,10 @@ def downstream_curves(histories: dict[str, list[dict]], title: str = "", levels:
     a.legend(fontsize=8)
     shown = "val (dashed), test (solid)" if every else "val (dashed), test at the selected epoch (dot)"
     b.set(xlabel="epoch", ylabel="balanced accuracy (%)", title=f"{shown}; o = selected epoch")
-    b.legend(fontsize=7, ncol=2)
+    if every:
+        b.legend(fontsize=7, ncol=2)
+    else:  # beside the panel: a dot inside it may lie where a legend would go
+        b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
