@@ -28,7 +28,6 @@ NB04 = "notebooks/04_linear_evaluation.ipynb"
 NB05 = "notebooks/05_finetuning.ipynb"
 NB06 = "notebooks/06_what_the_encoder_learned.ipynb"
 METHOD = "docs/method.md"
-README = "README.md"
 RESULTS_MD = "docs/results.md"  # the results tables and the two measured whys (the README until issue #31)
 V2 = "pretrained/results/v2"
 DIP = "bench/results-finetune-dip.json"  # bench/finetune_dip.py: notebook 05's dip, BatchNorm or the lr
@@ -248,11 +247,6 @@ def dip_lesson(s: Shipped) -> tuple:
     )
 
 
-def dip_lesson_row(s: Shipped) -> tuple:
-    """docs/results.md, the record of notebook 05: lr 0.001's row of the dip table."""
-    return dip_lesson(s)[:6]
-
-
 def dip_method(s: Shipped) -> tuple:
     """docs/method.md: the probe's mean val, the baseline's lowest val of epochs 1-3, the test gain of lr 0.001, the
     validation clips, all rounded to integers."""
@@ -322,12 +316,17 @@ def mixback_record(s: Shipped) -> tuple:
     return tuple(mixback_paired(s, a, b, key)[k] for a, b, key in MIXBACK_RECORD for k in ("mean", "low", "high"))
 
 
+def dip_lesson_row(s: Shipped) -> tuple:
+    """docs/results.md, the record of notebook 05: lr 0.001's row of the dip table."""
+    return dip_lesson(s)[:6]
+
+
 _D = r"([+-]\d+\.\d)"  # a signed number with one decimal
 _CI = rf"{_D} \[{_D}, {_D}\]"  # a mean with its interval
 
 
-def readme_dip(s: Shipped) -> tuple:
-    """README: the baseline's and lr 0.001's dips, and lr 0.001's paired test gain with its interval."""
+def results_dip(s: Shipped) -> tuple:
+    """docs/results.md: the baseline's and lr 0.001's dips, and lr 0.001's paired test gain with its interval."""
     gain = dip_paired(s, "lr_0.001", "baseline", "test_balanced")
     return (*dip_verdict(s)[:2], gain["mean"], gain["low"], gain["high"])
 
@@ -423,15 +422,15 @@ CHECKS = [
         rf"probe test {_CI}\. With − without: kNN test {_CI}, probe test {_CI}, kNN val {_CI}\.",
         mixback_record,
     ),
-    # README: the two measured whys
+    # docs/results.md: the two measured whys
     Check(
-        README,
+        RESULTS_MD,
         r"at lr 0\.001 instead of 0\.01 the dip shrinks from (\d+\.\d) to (\d+\.\d) points and the selected "
         r"epoch tests (\d+\.\d) points higher \(\[([+-]\d+\.\d), ([+-]\d+\.\d)\]\)",
-        readme_dip,
+        results_dip,
     ),
     Check(
-        README,
+        RESULTS_MD,
         r"on the test clips \(kNN ([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\] points, linear probe ([+-]\d+\.\d) "
         r"\[([+-]\d+\.\d), ([+-]\d+\.\d)\]\)",
         lambda s: mixback_vs_random(s)[:6],
@@ -613,7 +612,7 @@ def test_quoted_numbers_match_the_shipped_files(check):
 
 def test_checks_are_distinct_and_cover_each_lesson():
     assert len({c.name for c in CHECKS}) == len(CHECKS)
-    assert {c.file for c in CHECKS} == {METHOD, README, RESULTS_MD, NB02, NB03, NB04, NB05, NB06}
+    assert {c.file for c in CHECKS} == {METHOD, RESULTS_MD, NB02, NB03, NB04, NB05, NB06}
 
 
 @pytest.mark.parametrize("name", ["course-resnet18", "course-vgglike", "course-crnn"])
@@ -729,7 +728,7 @@ def test_a_remade_dip_measurement_fails_the_prose(tmp_path):
 
     edit_json(root / DIP, deeper)
     failed = all_failures(root)
-    assert set(failed) == {c.name for c in CHECKS if c.value in (dip_lesson, dip_lesson_row, readme_dip)}, failed
+    assert set(failed) == {c.name for c in CHECKS if c.value in (dip_lesson, dip_lesson_row, results_dip)}, failed
     assert any("says 9.2, the shipped files 19.2" in f for f in sum(failed.values(), []))
 
 
@@ -749,6 +748,22 @@ def test_a_remade_mixback_ablation_fails_the_prose(tmp_path):
     found = sum(failed.values(), [])
     assert any("says no gain shows, the shipped files a gain shows" in f for f in found), found
     assert any("says +13.0, the shipped files -12.0" in f for f in found), found
+
+
+def test_a_stale_number_in_the_results_page_fails(tmp_path):
+    """docs/results.md (the results moved there from the README) drifts from the bench files: its checks fail."""
+    target = tmp_path / RESULTS_MD
+    target.parent.mkdir(parents=True)
+    text = (ROOT / RESULTS_MD).read_text()
+    assert "(kNN +8.8 [+6.1, +11.5] points" in text and "dip shrinks from 63.3 to 9.2 points" in text
+    text = text.replace("(kNN +8.8 [+6.1, +11.5] points", "(kNN +9.8 [+6.1, +11.5] points")
+    target.write_text(text.replace("dip shrinks from 63.3 to 9.2 points", "dip shrinks from 63.3 to 8.2 points"))
+    shipped = Shipped(ROOT)
+    results = {c.name: failures(c, prose(tmp_path, c.file, c.cells), shipped) for c in CHECKS if c.file == RESULTS_MD}
+    assert len([name for name, found in results.items() if found]) == 2, results  # the two sentences changed
+    found = sum(results.values(), [])
+    assert any("says +9.8, the shipped files +8.8" in f for f in found), found
+    assert any("says 8.2, the shipped files 9.2" in f for f in found), found
 
 
 def test_a_remade_linear_probe_fails_notebook_04(tmp_path):
