@@ -54,6 +54,17 @@ def _majority(groups: torch.Tensor, values: torch.Tensor, n_groups: int, n_class
     return counts.view(n_groups, n_classes).argmax(dim=1)  # argmax returns the first maximum
 
 
+def _clip_means(per_patch: torch.Tensor, clip_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """(patches, C) values and each patch's clip id -> (sorted clip ids (n_clips,), each clip's mean (n_clips, C))."""
+    clip_ids = _as_long(clip_ids, "clip_ids").to(per_patch.device)
+    if len(clip_ids) != len(per_patch):
+        raise ValueError(f"clip_ids has {len(clip_ids)} entries for {len(per_patch)} patches")
+    clips, inverse = torch.unique(clip_ids, return_inverse=True)
+    sums = torch.zeros(len(clips), per_patch.shape[1], dtype=per_patch.dtype, device=per_patch.device)
+    sums.index_add_(0, inverse, per_patch)
+    return clips, sums / torch.bincount(inverse, minlength=len(clips)).unsqueeze(1)
+
+
 def per_class_recall(y_true, y_pred, n_classes: int | None = None) -> np.ndarray:
     """(n_classes,) recall of each class in percent; NaN for a class absent from ``y_true``."""
     y_true, y_pred = _as_long(y_true, "y_true").cpu(), _as_long(y_pred, "y_pred").cpu()
@@ -86,13 +97,7 @@ def clip_predictions(patch_probs: torch.Tensor, clip_ids) -> tuple[torch.Tensor,
         patch_probs.sum(1), torch.ones((), dtype=patch_probs.dtype, device=patch_probs.device), atol=1e-3
     ):
         raise ValueError("patch_probs rows must sum to 1 (softmax probabilities, not logits)")
-    clip_ids = _as_long(clip_ids, "clip_ids").to(patch_probs.device)
-    if len(clip_ids) != len(patch_probs):
-        raise ValueError(f"clip_ids has {len(clip_ids)} entries for {len(patch_probs)} patches")
-    clips, inverse = torch.unique(clip_ids, return_inverse=True)
-    sums = torch.zeros(len(clips), patch_probs.shape[1], dtype=patch_probs.dtype, device=patch_probs.device)
-    sums.index_add_(0, inverse, patch_probs)
-    probs = sums / torch.bincount(inverse, minlength=len(clips)).unsqueeze(1)
+    clips, probs = _clip_means(patch_probs, clip_ids)
     return clips, probs, probs.argmax(1)
 
 
@@ -293,13 +298,7 @@ def multilabel_clip_scores(patch_logits: torch.Tensor, clip_ids) -> tuple[torch.
     if not torch.is_tensor(patch_logits) or patch_logits.ndim != 2 or not patch_logits.is_floating_point():
         got = tuple(patch_logits.shape) if torch.is_tensor(patch_logits) else type(patch_logits).__name__
         raise ValueError(f"patch_logits must be a float (patches, classes) tensor, got {got}")
-    clip_ids = _as_long(clip_ids, "clip_ids").to(patch_logits.device)
-    if len(clip_ids) != len(patch_logits):
-        raise ValueError(f"clip_ids has {len(clip_ids)} entries for {len(patch_logits)} patches")
-    clips, inverse = torch.unique(clip_ids, return_inverse=True)
-    sums = torch.zeros(len(clips), patch_logits.shape[1], dtype=patch_logits.dtype, device=patch_logits.device)
-    sums.index_add_(0, inverse, patch_logits)
-    mean = sums / torch.bincount(inverse, minlength=len(clips)).unsqueeze(1)
+    clips, mean = _clip_means(patch_logits, clip_ids)
     return clips, torch.sigmoid(mean)
 
 
