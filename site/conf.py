@@ -29,6 +29,8 @@ mathjax_path = "vendor/mathjax/tex-mml-chtml.js"
 html_theme = "sphinx_book_theme"
 html_static_path = ["_static"]
 html_css_files = ["course.css"]
+# before MathJax and the widgets' manager: MathJax 2's Hub.Queue, which the manager calls, on MathJax 3
+html_js_files = [("mathjax-hub-shim.js", {"priority": 200})]
 html_last_updated_fmt = None
 html_favicon = "_static/favicon.png"
 html_copy_source = True  # the download button offers each page's source: the executed notebook (.ipynb)
