@@ -268,7 +268,11 @@ def test_a_disk_full_inside_hdf5_is_an_error_not_a_crash(tmp_path):
     again = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     clean = D.extract_split(D.read_meta(fsd), "train", tmp_path / "clean.h5", workers=0, progress=False)
-    assert torch.equal(D.load_features(features / "train.h5").clips.data, D.load_features(clean).clips.data)
+    rerun, fresh = D.load_features(features / "train.h5").clips, D.load_features(clean).clips
+    assert torch.equal(rerun.lengths, fresh.lengths)
+    # the same features up to float32 rounding: the CLI and this process may batch the STFT differently
+    tol = 64 * torch.finfo(torch.float32).eps * float(fresh.data.abs().max())
+    torch.testing.assert_close(rerun.data, fresh.data, rtol=0, atol=tol)
 
 
 @pytest.mark.slow  # a generation subprocess
