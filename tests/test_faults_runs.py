@@ -288,4 +288,4 @@ def test_a_disk_full_during_course_data_generation_names_the_file(tmp_path):
         ".wav: no space left on device (free some space, then run again)"
     ), last
     assert "Traceback" not in full.stderr
-    assert not list((tmp_path / "data").rglob("*.part"))  # no half-written WAV left
+    assert not [*(tmp_path / "data").rglob("*.part"), *(tmp_path / "data").rglob("*.tmp")]  # no half-written WAV

@@ -198,13 +198,15 @@ def disk_full_error(err: BaseException, path) -> DiskFullError | None:
     return None
 
 
-def write_atomic(path, content: str | bytes | None = None, save=None) -> Path:
+def write_atomic(path, content: str | bytes | None = None, save=None, fsync: bool = True) -> Path:
     """Write ``path`` so that it is either its old self or complete: into a temporary file beside it, then renamed.
 
     ``content``: text or bytes; or ``save``: a function that writes to the temporary path it is given
-    (e.g. ``lambda p: torch.save(obj, p)``). Creates the parent folder. Returns ``path``. If the write fails (a full
-    disk, an interruption), the temporary file is removed and ``path`` is left as it was; a full disk is reported as
-    :class:`DiskFullError` (an ``OSError``, errno ENOSPC): ``"<path>: no space left on device ..."``.
+    (e.g. ``lambda p: torch.save(obj, p)``). ``fsync``: flush ``content`` to the disk before the rename (off for many
+    small files that a rerun can remake, such as the course data's WAVs). Creates the parent folder. Returns ``path``.
+    If the write fails (a full disk, an interruption), the temporary file is removed and ``path`` is left as it was;
+    a full disk is reported as :class:`DiskFullError` (an ``OSError``, errno ENOSPC):
+    ``"<path>: no space left on device ..."``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +218,9 @@ def write_atomic(path, content: str | bytes | None = None, save=None) -> Path:
             data = content if isinstance(content, bytes) else content.encode("utf-8")
             with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data import AUDIO_DIRS, META_DIR, TEST_COLUMNS, TRAIN_COLUMNS
 from ..features import _die_with_parent
-from ..runtime import PAPER_SEED, disk_full_error, write_atomic
+from ..runtime import PAPER_SEED, write_atomic
 from .dsp import SR
 from .plan import (
     _AUDIO_STREAM,
@@ -70,24 +70,14 @@ def _write_clip(job: tuple[ClipPlan, int, str]) -> None:
     """Render one clip and write it atomically (temporary name in the same folder, then os.replace).
 
     The WAV is encoded in memory and written by Python, so a full disk is an ``OSError`` with its errno (libsndfile
-    writing the file itself says only "System error."): raised as :class:`~uclser_lib.runtime.DiskFullError`,
-    "<the WAV's path>: no space left on device", with the temporary file removed.
+    writing the file itself says only "System error."): :func:`~uclser_lib.runtime.write_atomic` raises it as
+    :class:`~uclser_lib.runtime.DiskFullError`, "<the WAV's path>: no space left on device", the temporary file removed.
     """
     clip, seed, folder = job
     path = Path(folder) / clip.fname
-    part = path.with_name(f".{clip.fname}.{os.getpid()}.part")
     wav = io.BytesIO()
     sf.write(wav, render_clip(clip, seed), SR, subtype="PCM_16", format="WAV")
-    try:
-        with open(part, "wb") as f:
-            f.write(wav.getbuffer())
-        os.replace(part, path)
-    except OSError as err:
-        part.unlink(missing_ok=True)
-        full = disk_full_error(err, path)
-        if full is not None:
-            raise full from None
-        raise
+    write_atomic(path, wav.getvalue(), fsync=False)
 
 
 def _watch_parent(parent: int) -> None:
@@ -186,7 +176,7 @@ def generate(
     meta = root / META_DIR
     for folder in [*folders.values(), meta]:
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(".*.part"):  # temporary files left by an interrupted run
+        for stale in [*folder.glob(".*.part"), *folder.glob(".*.tmp")]:  # temporary files left by an interrupted run
             stale.unlink()
 
     todo = [
