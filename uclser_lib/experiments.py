@@ -34,7 +34,7 @@ from .downstream import (
     subsample_per_class,
     task_splits,
 )
-from .models import Encoder, build_encoder
+from .models import ARCHITECTURES, Encoder, arch_of, build_encoder
 from .results import BASELINES, gains, summarise
 
 if TYPE_CHECKING:
@@ -410,13 +410,11 @@ def label_noise(
     )
 
 
-#: The architecture name (:data:`~uclser_lib.models.ARCHITECTURES`) of each encoder class.
-_ARCH_OF = {"ResNet18": "resnet18", "VGGLike": "vgglike", "CRNN": "crnn"}
-
-
 def _arch_name(encoder: Encoder) -> str:
     """The :func:`~uclser_lib.models.build_encoder` name of ``encoder``'s architecture ("resnet18", ...)."""
-    name = type(encoder).__name__
-    if name not in _ARCH_OF:
-        raise ValueError(f"{name}: not an encoder of uclser_lib.models; expected one of {sorted(_ARCH_OF)}")
-    return _ARCH_OF[name]
+    arch = arch_of(encoder)
+    if arch is None:
+        raise ValueError(
+            f"{type(encoder).__name__}: not an encoder of uclser_lib.models; expected one of {ARCHITECTURES}"
+        )
+    return arch

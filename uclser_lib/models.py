@@ -14,6 +14,7 @@ from torch import nn
 
 __all__ = [
     "ARCHITECTURES",
+    "arch_of",
     "CRNN",
     "BasicBlock",
     "ContrastiveModel",
@@ -211,9 +212,18 @@ class ContrastiveModel(nn.Module):
         return self.head(self.encoder.embed(x))
 
 
+def _classes() -> dict[str, type[Encoder]]:
+    return {"resnet18": ResNet18, "vgglike": VGGLike, "crnn": CRNN}
+
+
 def build_encoder(arch: str, n_classes: int = 20) -> Encoder:
     """A fresh encoder: ``arch`` in ``ARCHITECTURES`` ("resnet18", "vgglike", "crnn")."""
-    classes = {"resnet18": ResNet18, "vgglike": VGGLike, "crnn": CRNN}
+    classes = _classes()
     if arch not in classes:
         raise ValueError(f"unknown encoder architecture {arch!r}; expected one of {ARCHITECTURES}")
     return classes[arch](n_classes=n_classes)
+
+
+def arch_of(encoder: torch.nn.Module) -> str | None:
+    """The :func:`build_encoder` name of ``encoder``'s architecture ("resnet18", ...); None for another module."""
+    return next((arch for arch, cls in _classes().items() if type(encoder) is cls), None)

@@ -31,7 +31,7 @@ from .checkpoints import load_checkpoint, save_checkpoint, sidecar_of
 from .data import FeatureSet, _locked, feature_stats
 from .embed import knn_evaluate
 from .losses import nt_xent
-from .models import ARCHITECTURES, CRNN, ContrastiveModel, Encoder, ProjectionHead, ResNet18, VGGLike, build_encoder
+from .models import ARCHITECTURES, ContrastiveModel, Encoder, ProjectionHead, arch_of, build_encoder
 from .runtime import PAPER_SEED, pick_device, seed_everything, write_atomic
 from .views import GraphedViews, ViewBuilder
 
@@ -241,9 +241,6 @@ def initial_encoder(cfg: PretrainConfig, n_classes: int) -> Encoder:
     return build_encoder(cfg.arch, n_classes=n_classes)
 
 
-_ARCH_OF = {ResNet18: "resnet18", VGGLike: "vgglike", CRNN: "crnn"}
-
-
 def _copy_init(encoder: Encoder, init: Encoder) -> None:
     """Copy ``init``'s state (weights, BatchNorm statistics) into ``encoder`` of the same architecture, all but the
     class layer's (the classes may differ; ``encoder`` keeps its seeded draw there)."""
@@ -311,8 +308,8 @@ def pretrain(
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
     local = cfg.batch_size // world
-    if init is not None and _ARCH_OF.get(type(init)) != cfg.arch:
-        init_arch = _ARCH_OF.get(type(init), type(init).__name__)
+    if init is not None and arch_of(init) != cfg.arch:
+        init_arch = arch_of(init) or type(init).__name__
         raise ValueError(
             f"init{f' {init_name!r}' if init_name else ''}: a {init_arch} encoder, but the config's arch is "
             f"{cfg.arch!r}; set arch to {init_arch} or start from a {cfg.arch} encoder"
