@@ -1,33 +1,17 @@
 """Further pre-training (``pretrain --init``, issue #33 part 5): the first step starts from the given encoder's
 weights, another architecture is a one-line error before any data step, and every kind of spec loads."""
 
-import numpy as np
 import pytest
 import torch
+from test_train import synthetic_set
 from torch import nn
 
 from uclser_lib import cli, pretrained
 from uclser_lib.checkpoints import load_checkpoint, save_checkpoint
 from uclser_lib.cli import main
-from uclser_lib.data import FeatureSet, PackedClips
-from uclser_lib.features import DEFAULT_PARAMS
 from uclser_lib.models import ProjectionHead, build_encoder
 from uclser_lib.pretrained import load_init_encoder
 from uclser_lib.train import PretrainConfig, initial_encoder, pretrain
-
-
-def synthetic_set(n=12, n_classes=4, seed=0) -> FeatureSet:
-    rng = np.random.default_rng(seed)
-    clips = [rng.normal(-3, 0.5, (int(rng.integers(101, 200)), 96)).astype(np.float32) for _ in range(n)]
-    labels = [i % n_classes for i in range(n)]
-    return FeatureSet(
-        PackedClips.from_list(clips, labels),
-        [f"{i}.wav" for i in range(n)],
-        np.zeros(n, bool),
-        np.zeros(n, bool),
-        [f"c{c}" for c in range(n_classes)],
-        DEFAULT_PARAMS,
-    )
 
 
 def config(**kw) -> PretrainConfig:
