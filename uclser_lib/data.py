@@ -46,6 +46,8 @@ __all__ = [
     "load_features",
     "paper_splits",
     "read_meta",
+    "multi_hot",
+    "strata",
     "stratified_draw",
 ]
 
@@ -60,7 +62,8 @@ class PackedClips:
     """Variable-length log-mel clips packed into one tensor, so batches are built on the device.
 
     ``data`` (sum of T_i, F) float32 holds the clips one after the other; clip ``i`` is
-    ``data[offsets[i]:offsets[i + 1]]``. ``labels`` (N,) int64 class indices (-1 when unknown).
+    ``data[offsets[i]:offsets[i + 1]]``. ``labels``: (N,) int64 class indices (-1 when unknown) for a single-label
+    set, or (N, C) float32 multi-hot (1 where the clip carries the class, else 0) for a multi-label one.
     """
 
     data: torch.Tensor
@@ -70,6 +73,10 @@ class PackedClips:
     def __post_init__(self) -> None:
         if self.data.ndim != 2:
             raise ValueError(f"PackedClips.data must be (frames, bands), got shape {tuple(self.data.shape)}")
+        if self.labels.ndim not in (1, 2):
+            raise ValueError(
+                f"PackedClips.labels must be (N,) class indices or (N, C) multi-hot, got shape {tuple(self.labels.shape)}"
+            )
         if self.offsets.ndim != 1 or len(self.offsets) != len(self.labels) + 1:
             raise ValueError(
                 f"PackedClips.offsets must have N + 1 = {len(self.labels) + 1} entries, got {tuple(self.offsets.shape)}"
@@ -83,19 +90,14 @@ class PackedClips:
 
     @classmethod
     def from_list(cls, clips: list[np.ndarray], labels=None) -> PackedClips:
-        """Pack a list of (T_i, F) arrays; ``labels`` (N,) or None."""
+        """Pack a list of (T_i, F) arrays; ``labels`` (N,) class indices, (N, C) multi-hot, or None."""
         if len(clips) == 0:
             raise ValueError("PackedClips.from_list got no clip: the split is empty")
         lengths = torch.tensor([len(c) for c in clips], dtype=torch.int64)
         offsets = torch.zeros(len(clips) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(lengths, 0)
         data = torch.from_numpy(np.concatenate([np.asarray(c, dtype=np.float32) for c in clips]))
-        lab = (
-            torch.full((len(clips),), -1, dtype=torch.int64)
-            if labels is None
-            else torch.as_tensor(labels, dtype=torch.int64)
-        )
-        return cls(data, offsets, lab)
+        return cls(data, offsets, _label_tensor(labels, len(clips)))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -111,6 +113,26 @@ class PackedClips:
 
     def to(self, device) -> PackedClips:
         return PackedClips(self.data.to(device), self.offsets.to(device), self.labels.to(device))
+
+
+def _label_tensor(labels, n: int) -> torch.Tensor:
+    """``labels`` as PackedClips keeps them: (N,) int64 (-1 everywhere when None) or (N, C) float32 multi-hot."""
+    if labels is None:
+        return torch.full((n,), -1, dtype=torch.int64)
+    t = torch.as_tensor(np.asarray(labels))
+    return t.to(torch.float32) if t.ndim == 2 else t.to(torch.int64)
+
+
+def multi_hot(label_sets, classes: list[str]) -> np.ndarray:
+    """(N, C) float32 multi-hot rows from N collections of class names; ValueError naming an unknown class."""
+    where = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(label_sets), len(classes)), dtype=np.float32)
+    for n, names in enumerate(label_sets):
+        for name in names:
+            if name not in where:
+                raise ValueError(f"label {name!r} is not one of the {len(classes)} classes")
+            out[n, where[name]] = 1.0
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,30 +171,50 @@ META_DIR = "FSDnoisy18k.meta"
 
 @dataclass(frozen=True)
 class ClipMeta:
-    """One row of train.csv / test.csv. ``clean`` = manually verified (every test clip is clean)."""
+    """One row of train.csv / test.csv. ``clean`` = manually verified (every test clip is clean).
+
+    In a multi-label dataset (FSD50K's layout) ``label`` holds the clip's class names joined by commas, as FSD50K's
+    CSVs write them; :attr:`labels` splits them."""
 
     fname: str
     label: str
     clean: bool
     noisy_small: bool = False
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The clip's class names: ``label`` split at commas (one name in a single-label dataset)."""
+        return tuple(self.label.split(","))
+
 
 @dataclass
 class DatasetMeta:
-    """The metadata of a dataset in FSDnoisy18k's layout: clip lists per split and the class list."""
+    """The metadata of a dataset in FSDnoisy18k's layout: clip lists per split and the class list.
+
+    ``multilabel``: each clip may carry several classes (:attr:`ClipMeta.labels`); its feature files then hold
+    (N, C) multi-hot labels. ``audio_dirs``: the folder of each split's audio under ``root``."""
 
     root: Path
     train: list[ClipMeta]
     test: list[ClipMeta]
     classes: list[str]
+    multilabel: bool = False
+    audio_dirs: dict[str, str] = dataclasses.field(default_factory=lambda: dict(AUDIO_DIRS))
 
     def clips(self, split: str) -> list[ClipMeta]:
-        if split not in AUDIO_DIRS:
-            raise ValueError(f"unknown split {split!r}: expected one of {sorted(AUDIO_DIRS)}")
+        if split not in self.audio_dirs:
+            raise ValueError(f"unknown split {split!r}: expected one of {sorted(self.audio_dirs)}")
         return self.train if split == "train" else self.test
 
     def audio_path(self, split: str, clip: ClipMeta) -> Path:
-        return self.root / AUDIO_DIRS[split] / clip.fname
+        return self.root / self.audio_dirs[split] / clip.fname
+
+    def label_array(self, clips: list[ClipMeta]) -> np.ndarray:
+        """The labels of ``clips`` as feature files store them: (N,) int64 class indices, or (N, C) float32
+        multi-hot when :attr:`multilabel`."""
+        if self.multilabel:
+            return multi_hot([c.labels for c in clips], self.classes)
+        return np.array([self.classes.index(c.label) for c in clips], dtype=np.int64)
 
 
 def audio_durations(meta: DatasetMeta, split: str) -> np.ndarray:
@@ -319,20 +361,26 @@ class FeatureSet:
 
     @property
     def labels(self) -> np.ndarray:
-        """(N,) int64 class indices into ``classes``."""
+        """(N,) int64 class indices into ``classes``; (N, C) float32 multi-hot in a :attr:`multilabel` set."""
         return self.clips.labels.numpy()
 
+    @property
+    def multilabel(self) -> bool:
+        """True when each clip carries a set of classes ((N, C) multi-hot :attr:`labels`)."""
+        return self.clips.labels.ndim == 2
+
     def with_labels(self, labels) -> FeatureSet:
-        """The same clips with other labels (N,) (class indices into ``classes``).
+        """The same clips with other labels: (N,) class indices into ``classes``, or (N, C) multi-hot 0/1.
 
         The features are shared, not copied.
         """
-        labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-        if labels.shape != (len(self),) or int(labels.min()) < 0 or int(labels.max()) >= len(self.classes):
-            raise ValueError(
-                f"with_labels: expected {len(self)} class indices in [0, {len(self.classes)}), "
-                f"got shape {tuple(labels.shape)}"
-            )
+        labels = _label_tensor(labels, len(self))
+        n, c = len(self), len(self.classes)
+        if labels.ndim == 2:
+            if labels.shape != (n, c) or not bool(((labels == 0) | (labels == 1)).all()):
+                raise ValueError(f"with_labels: expected ({n}, {c}) multi-hot 0/1, got shape {tuple(labels.shape)}")
+        elif labels.shape != (n,) or int(labels.min()) < 0 or int(labels.max()) >= c:
+            raise ValueError(f"with_labels: expected {n} class indices in [0, {c}), got shape {tuple(labels.shape)}")
         return dataclasses.replace(self, clips=PackedClips(self.clips.data, self.clips.offsets, labels))
 
     def subset(self, index) -> FeatureSet:
@@ -391,7 +439,7 @@ def load_features(path, params: LogMelParams = DEFAULT_PARAMS) -> FeatureSet:
             raise FeatureFileError(f"{path}: not a uclser log-mel feature file of format version {FORMAT_VERSION}")
         _check_params(path, json.loads(f.attrs["params"]), params)
         packed = PackedClips(
-            torch.from_numpy(f["features"][...]), torch.from_numpy(f["offsets"][...]), torch.from_numpy(f["label"][...])
+            torch.from_numpy(f["features"][...]), torch.from_numpy(f["offsets"][...]), _label_tensor(f["label"][...], 0)
         )
         return FeatureSet(
             packed,
@@ -699,7 +747,7 @@ def _extract_into(
                 del f[name]
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("fname", data=np.array([clips[i].fname.encode() for i in keep]))
-        f.create_dataset("label", data=np.array([meta.classes.index(clips[i].label) for i in keep], dtype=np.int64))
+        f.create_dataset("label", data=meta.label_array([clips[i] for i in keep]))
         f.create_dataset("clean", data=np.array([clips[i].clean for i in keep]))
         f.create_dataset("noisy_small", data=np.array([clips[i].noisy_small for i in keep]))
         f.attrs.update(
@@ -766,12 +814,25 @@ def _flush(f, feats, lengths, pending: list, pending_len: list, n_done: int, ski
 VAL_FRACTION = 0.15
 
 
+def strata(labels) -> np.ndarray:
+    """(N,) the class each clip is stratified by: its class for (N,) labels; for (N, C) multi-hot labels its rarest
+    class (fewest clips in ``labels``; ties to the lower index), so a draw within strata keeps rare classes; -1 for a
+    clip without a label."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        return labels
+    counts = labels.sum(0)
+    rarity = np.where(labels > 0, counts[None, :], np.inf)
+    return np.where(labels.sum(1) > 0, rarity.argmin(1), -1).astype(np.int64)
+
+
 def stratified_draw(
     labels: np.ndarray, index: np.ndarray, fraction: float, rng: np.random.Generator, min_class: int = 2
 ) -> np.ndarray:
     """A seeded ``fraction`` of the clip indices ``index`` within each class: the per-class draw of every split.
 
-    ``labels`` (N,) int class of every clip; ``index`` (M,) int the clips to draw from. For each class ``c`` of
+    ``labels`` (N,) int class of every clip, or (N, C) multi-hot (each clip drawn within its :func:`strata`);
+    ``index`` (M,) int the clips to draw from. For each class ``c`` of
     ``labels[index]`` in increasing order, the first ``max(1, round(fraction * n_c))`` of ``rng.permutation`` of
     its ``n_c`` clips; a class with fewer than ``min_class`` clips gives none (``min_class=2``: a held-out split
     never takes a class's only clip; ``min_class=1``: a subsample keeps every present class). Returns the drawn
@@ -779,7 +840,7 @@ def stratified_draw(
     clips, and with one seed a smaller ``fraction`` gives a subset of a larger one's.
     """
     index = np.asarray(index, dtype=np.int64)
-    of_index = np.asarray(labels)[index]
+    of_index = strata(labels)[index]
     held = []
     for c in np.unique(of_index):
         members = rng.permutation(index[of_index == c])
