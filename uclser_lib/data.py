@@ -75,7 +75,8 @@ class PackedClips:
             raise ValueError(f"PackedClips.data must be (frames, bands), got shape {tuple(self.data.shape)}")
         if self.labels.ndim not in (1, 2):
             raise ValueError(
-                f"PackedClips.labels must be (N,) class indices or (N, C) multi-hot, got shape {tuple(self.labels.shape)}"
+                "PackedClips.labels must be (N,) class indices or (N, C) multi-hot, "
+                f"got shape {tuple(self.labels.shape)}"
             )
         if self.offsets.ndim != 1 or len(self.offsets) != len(self.labels) + 1:
             raise ValueError(

@@ -20,6 +20,12 @@ those of that epoch.
   on the course's tasks: docs/results.md and bench/RESULTS.md.
 
 Tasks (docs/method.md §2): :func:`task_splits` picks (train, val, test) among :func:`~uclser_lib.data.paper_splits`.
+
+Multi-label sets (FSD50K's protocol, :attr:`~uclser_lib.data.FeatureSet.multilabel`: (N, C) multi-hot labels) train
+with binary cross-entropy on the logits instead; a clip's scores are the mean of its patches' logits, then a sigmoid
+(:func:`~uclser_lib.metrics.multilabel_clip_scores`); the metrics are macro mAP, d' and lwlrap
+(:func:`~uclser_lib.metrics.multilabel_metrics`) and the epoch of best validation mAP is kept
+(:func:`selection_metric`).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .data import EVAL_HOP, FeatureSet, stratified_draw
 from .embed import cached_eval_patches, embed_eval_patches
-from .metrics import clip_metrics, clip_predictions
+from .metrics import clip_metrics, clip_predictions, multilabel_clip_scores, multilabel_metrics
 from .models import Encoder
 from .runtime import PAPER_SEED, pick_device
 from .sampling import randint_below
@@ -57,6 +63,7 @@ __all__ = [
     "finetune",
     "linear_eval",
     "lr_milestones",
+    "selection_metric",
     "run_seeds",
     "score_model",
     "subsample_per_class",
@@ -68,6 +75,16 @@ TASKS = {"noisy": ("pretrain", "val", "test"), "clean": ("clean_train", "clean_v
 
 #: Where the downstream learning rate drops (x ``gamma``), as fractions of the epochs (docs/method.md §9).
 LR_DROPS = (0.4, 0.8)
+
+
+def selection_metric(multilabel: bool) -> str:
+    """The validation metric that selects the epoch (and :mod:`~uclser_lib.experiments`' settings): ``"map"``
+    (macro mAP, in [0, 1]) for a multi-label set, ``"balanced"`` (balanced accuracy, %) for a single-label one."""
+    return "map" if multilabel else "balanced"
+
+
+#: The metrics a history row keeps per scored split: single-label, multi-label.
+_HISTORY_METRICS = {False: ("top1", "balanced"), True: ("map", "dprime", "lwlrap")}
 
 
 def lr_milestones(epochs: int, fractions: tuple[float, ...] = LR_DROPS) -> list[int]:
@@ -166,9 +183,12 @@ class DownstreamResult:
     ``model`` maps patches (B, 1, 101, 96) to logits (B, C) with the weights of ``best_epoch`` (1-based), in
     eval mode: a :class:`LinearProbe` for linear evaluation, the fine-tuned encoder for fine-tuning.
     ``val`` / ``test``: :func:`~uclser_lib.metrics.clip_metrics` at that epoch (``top1``, ``balanced``,
-    ``top3`` in %, ``per_class``, ``confusion``). ``history``: one dict per epoch (``epoch``, ``loss``
-    (mean cross-entropy over the epoch's clips), ``lr``, ``val_top1``, ``val_balanced``, ``test_top1``,
-    ``test_balanced``, ``seconds``).
+    ``top3`` in %, ``per_class``, ``confusion``); for a multi-label set
+    :func:`~uclser_lib.metrics.multilabel_metrics` (``map``, ``dprime``, ``lwlrap``, ``per_class_ap``,
+    ``per_class_dprime``). ``history``: one dict per epoch (``epoch``, ``loss`` (mean cross-entropy, or binary
+    cross-entropy per class, over the epoch's clips), ``lr``, ``val_top1``, ``val_balanced``, ``test_top1``,
+    ``test_balanced`` (multi-label: ``val_map``, ``val_dprime``, ``val_lwlrap`` and the same for test),
+    ``seconds``).
     """
 
     model: Encoder
@@ -264,10 +284,16 @@ def run_seeds(fn, seeds) -> tuple[float, float]:
 
 def _check_sets(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> int:
     """The number of classes; ``ValueError`` for an empty split, differing class lists, labels out of range,
-    or a class without a training or a validation clip."""
+    a mix of single- and multi-label sets, or a class without a training or a validation clip (multi-label: a class
+    with no positive training clip, or no validation clip with any label)."""
     classes = list(train.classes)
     n = len(classes)
     sets = {"train": train, "val": val, "test": test}
+    kinds = {name: fs.multilabel for name, fs in sets.items()}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"the splits mix single- and multi-label sets (multi-label: {kinds}); give one kind")
+    if train.multilabel:
+        return _check_multilabel(sets, classes)
     for name, fs in sets.items():
         if len(fs) == 0:
             raise ValueError(f"the {name} split is empty (no clip left after filtering)")
@@ -293,6 +319,34 @@ def _check_sets(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> int:
     return n
 
 
+def _check_multilabel(sets: dict[str, FeatureSet], classes: list[str]) -> int:
+    """:func:`_check_sets` for multi-label sets: (N, C) 0/1 labels, one class list, every class with a training
+    positive, and a validation set in which some class has a positive (mAP over the classes that have one)."""
+    for name, fs in sets.items():
+        if len(fs) == 0:
+            raise ValueError(f"the {name} split is empty (no clip left after filtering)")
+        if list(fs.classes) != classes:
+            raise ValueError(
+                f"the {name} split has classes {fs.classes} but train has {classes}: "
+                "the splits must share one class list"
+            )
+        y = fs.labels
+        if y.shape != (len(fs), len(classes)) or not np.isin(y, (0, 1)).all():
+            raise ValueError(
+                f"the {name} split: multi-hot labels must be ({len(fs)}, {len(classes)}) of 0 and 1, "
+                f"got shape {y.shape}"
+            )
+    missing = np.flatnonzero(sets["train"].labels.sum(0) == 0)
+    if len(missing):
+        raise ValueError(
+            f"class(es) {[classes[c] for c in missing[:5]]} ({len(missing)} in all) have no positive training clip: "
+            "every class needs one"
+        )
+    if sets["val"].labels.sum() == 0:
+        raise ValueError("the val split has no labelled clip: model selection needs validation mAP")
+    return len(classes)
+
+
 def _check_stats(mean: float, std: float) -> None:
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise ValueError(f"normalisation mean / std must be finite with std > 0, got {mean} / {std}")
@@ -312,7 +366,8 @@ def _fresh_linear(in_dim: int, out_dim: int, generator: torch.Generator) -> nn.L
 
 
 def _score(logits: torch.Tensor, clip_index: torch.Tensor, labels) -> dict:
-    """Clip metrics from patch logits (P, C): softmax per patch, mean per clip (docs/method.md §10).
+    """Clip metrics from patch logits (P, C): softmax per patch, mean per clip (docs/method.md §10); with (N, C)
+    multi-hot ``labels``, FSD50K's: mean logit per clip, then a sigmoid, scored by mAP, d' and lwlrap.
 
     ``TrainingDiverged`` when a logit is NaN or infinite (weights or BatchNorm statistics that diverged)."""
     bad = int((~torch.isfinite(logits)).any(1).sum())
@@ -320,8 +375,12 @@ def _score(logits: torch.Tensor, clip_index: torch.Tensor, labels) -> dict:
         raise TrainingDiverged(
             f"the model's logits are not finite on {bad} of {len(logits)} patches (diverged weights)"
         )
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 2:
+        clips, scores = multilabel_clip_scores(logits.float(), clip_index)
+        return multilabel_metrics(labels[clips.cpu()].numpy(), scores.cpu().numpy())
     clips, probs, _ = clip_predictions(torch.softmax(logits.float(), dim=1), clip_index)
-    return clip_metrics(probs, torch.as_tensor(labels)[clips.cpu()])
+    return clip_metrics(probs, labels[clips.cpu()])
 
 
 def score_model(model: nn.Module, fs: FeatureSet, mean: float, std: float, device=None) -> dict:
@@ -361,7 +420,8 @@ def _fit(
     progress: bool,
     desc: str,
 ):
-    """Train every parameter of ``module`` with cross-entropy; select the epoch of best validation balanced accuracy.
+    """Train every parameter of ``module`` with cross-entropy (binary cross-entropy on each class's logit for (N, C)
+    multi-hot ``labels``); select the epoch of the best validation :func:`selection_metric`.
 
     ``batch_input(idx, generator)`` gives the module's input for the clips ``idx``; ``score(split)`` gives the
     clip metrics of the module in its current state on "val" or "test" (test: every epoch, or with
@@ -371,6 +431,10 @@ def _fit(
     optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
     history, best, best_state, weight = [], None, None, None
+    multilabel = labels.ndim == 2
+    key, shown_metrics = selection_metric(multilabel), _HISTORY_METRICS[multilabel]
+    if multilabel and cfg.class_weight is not None:
+        raise ValueError(f"class_weight {cfg.class_weight!r} is for single-label sets; use None with multi-hot labels")
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -383,7 +447,10 @@ def _fit(
                 logits = module(x)
             if cfg.class_weight == "balanced" and weight is None:  # the classes: the logits' width
                 weight = class_weights(labels, logits.shape[1]).to(logits.device)
-            loss = F.cross_entropy(logits.float(), labels[idx], weight=weight)
+            if multilabel:
+                loss = F.binary_cross_entropy_with_logits(logits.float(), labels[idx])
+            else:
+                loss = F.cross_entropy(logits.float(), labels[idx], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -397,29 +464,28 @@ def _fit(
             val = score("val")
         except TrainingDiverged as e:  # a finite training loss, but eval mode (stored BatchNorm statistics) is not
             raise TrainingDiverged(f"{desc}, epoch {epoch + 1}, validation: {e}; stopped (lower the lr?)") from None
-        improved = best is None or val["balanced"] > best[1]["balanced"]
+        improved = best is None or val[key] > best[1][key]
         test = score("test") if cfg.test_every_epoch else None
         history.append(
             {
                 "epoch": epoch + 1,
                 "loss": epoch_loss,
                 "lr": lr,
-                "val_top1": val["top1"],
-                "val_balanced": val["balanced"],
-                **({"test_top1": test["top1"], "test_balanced": test["balanced"]} if test else {}),
+                **{f"val_{m}": val[m] for m in shown_metrics},
+                **({f"test_{m}": test[m] for m in shown_metrics} if test else {}),
                 "seconds": round(time.perf_counter() - t0, 3),
             }
         )
         if improved:
             best = (epoch + 1, val, test)
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        shown = {"test": f"{best[2]['balanced']:.1f}"} if best[2] else {}
-        bar.set_postfix(loss=f"{epoch_loss:.3f}", val=f"{val['balanced']:.1f}", **shown, best=best[0])
+        shown = {"test": f"{best[2][key]:.3g}"} if best[2] else {}
+        bar.set_postfix(loss=f"{epoch_loss:.3f}", val=f"{val[key]:.3g}", **shown, best=best[0])
     module.load_state_dict(best_state)
     module.eval()
     if best[2] is None:  # test_every_epoch False: the test set is scored once, with the best epoch's weights
         best = (best[0], best[1], score("test"))
-        history[best[0] - 1] |= {"test_top1": best[2]["top1"], "test_balanced": best[2]["balanced"]}
+        history[best[0] - 1] |= {f"test_{m}": best[2][m] for m in shown_metrics}
     return (*best, history)
 
 
