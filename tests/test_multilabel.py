@@ -151,3 +151,58 @@ def test_map_of_a_perfect_and_a_reversed_ranking():
     y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
     assert mean_average_precision(y, y + 0.1) == pytest.approx(1.0)
     assert mean_average_precision(y, 1 - y) < 0.7
+
+
+def test_compare_on_a_multilabel_task_selects_on_val_map_and_reports_map_and_dprime_gains():
+    from uclser_lib.experiments import Protocol, compare
+    from uclser_lib.models import build_encoder
+
+    train, val, test = ml_sets(24)
+    splits = {"pretrain": train, "val": val, "test": test}
+    mean, std = feature_stats(train.clips)
+    torch.manual_seed(0)
+    protocol = Protocol(epochs=2, batch_size=8, linear_lrs=(0.1, 0.3), seeds=(0, 1), bn_batches=1)
+    res = compare(build_encoder("resnet18", n_classes=N_CLASSES), mean, std, splits, protocol, [("linear", "noisy")])
+    rows = res["rows"]
+    assert {r["init"] for r in rows} == {"pretrained", "random", "random_bn", "handcrafted"}
+    assert all({"test_map", "test_dprime", "test_lwlrap", "val_map"} <= set(r) for r in rows)
+    assert not any("test_balanced" in r for r in rows)
+    for sel in res["selection"]:  # the setting of the best mean validation mAP, never a test score
+        best = max(sel["val_by_setting"], key=lambda g: g["val_map"])
+        assert sel["selected"] == best["setting"]
+    by_init = {s["init"]: s for s in res["summary"]}
+    pre = [r["test_map"] for r in rows if r["init"] == "pretrained"]
+    assert by_init["pretrained"]["mean"] == pytest.approx(np.mean(pre)) and by_init["pretrained"]["n"] == 2
+    assert {g["baseline"] for g in res["gains"]} == {"random", "random_bn", "handcrafted"}
+    assert {g["baseline"] for g in res["gains_dprime"]} == {"random", "random_bn", "handcrafted"}
+    d_pre = np.mean([r["test_dprime"] for r in rows if r["init"] == "pretrained"])
+    assert next(s for s in res["summary_dprime"] if s["init"] == "pretrained")["mean"] == pytest.approx(d_pre)
+    g = next(g for g in res["gains"] if g["baseline"] == "random")
+    rnd = [r["test_map"] for r in rows if r["init"] == "random"]
+    assert g["gain_mean"] == pytest.approx(np.mean(pre) - np.mean(rnd)) and g["gain_low"] is not None
+
+
+def test_knn_multilabel_equals_a_per_patch_loop_and_finds_separable_classes():
+    from uclser_lib.metrics import knn_multilabel, multilabel_metrics
+
+    rng = np.random.default_rng(0)
+    n_clips, per_clip, k = 12, 3, 4
+    y_clip = (rng.random((n_clips, 3)) < 0.4).astype(np.float32)
+    y_clip[np.arange(n_clips), np.arange(n_clips) % 3] = 1  # every class present
+    clip_ids = np.repeat(np.arange(n_clips), per_clip)
+    emb = torch.nn.functional.normalize(torch.as_tensor(rng.normal(size=(len(clip_ids), 5)), dtype=torch.float32))
+    labels = torch.as_tensor(y_clip[clip_ids])
+    res = knn_multilabel(emb, labels, torch.as_tensor(clip_ids), k=k, chunk=5)
+    sim = (emb @ emb.T).numpy()
+    patch_scores = np.zeros((len(clip_ids), 3))
+    for p in range(len(clip_ids)):
+        others = np.flatnonzero(clip_ids != clip_ids[p])
+        nearest = others[np.argsort(-sim[p, others], kind="stable")[:k]]
+        patch_scores[p] = y_clip[clip_ids[nearest]].mean(0)
+    clip_scores = np.stack([patch_scores[clip_ids == c].mean(0) for c in range(n_clips)])
+    assert res["map"] == pytest.approx(multilabel_metrics(y_clip, clip_scores)["map"], rel=1e-6)
+    # embeddings that encode the labels: the monitor finds them (mAP 1)
+    coded = torch.nn.functional.normalize(labels + 0.01 * torch.as_tensor(rng.normal(size=labels.shape)), dim=1)
+    assert knn_multilabel(coded.float(), labels, torch.as_tensor(clip_ids), k=2)["map"] > 0.95
+    with pytest.raises(ValueError, match="k = 40 must be in"):
+        knn_multilabel(emb, labels, torch.as_tensor(clip_ids), k=40)

@@ -20,6 +20,7 @@ __all__ = [
     "dprime",
     "dprime_per_class",
     "knn_monitor",
+    "knn_multilabel",
     "lwlrap",
     "mean_average_precision",
     "multilabel_clip_scores",
@@ -313,3 +314,41 @@ def multilabel_metrics(y_true, scores) -> dict:
         "per_class_ap": ap,
         "per_class_dprime": d,
     }
+
+
+def knn_multilabel(embeddings: torch.Tensor, labels, clip_ids, k: int = 200, chunk: int = 4096) -> dict:
+    """The kNN monitor of a multi-label set: leave-own-clip-out neighbours of L2-normalised patch embeddings vote
+    with their clips' multi-hot labels.
+
+    embeddings (P, D) unit-norm patch embeddings; labels (P, C) the multi-hot labels of each patch's clip;
+    clip_ids (P,). Each patch scores each class by the share of its ``k`` most cosine-similar patches (none of its own
+    clip) that carry the class; a clip's scores are the mean of its patches'. Returns :func:`multilabel_metrics` of
+    the clips' scores (``map``, ``dprime``, ``lwlrap``, ...).
+    """
+    if embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be (patches, dim), got shape {tuple(embeddings.shape)}")
+    device = embeddings.device
+    labels = torch.as_tensor(labels).to(device=device, dtype=torch.float32)
+    clip_ids = _as_long(clip_ids, "clip_ids").to(device)
+    if labels.ndim != 2 or not len(labels) == len(clip_ids) == len(embeddings):
+        raise ValueError(
+            f"embeddings (P, D), labels (P, C) and clip_ids (P,) must agree in P, got shapes "
+            f"{tuple(embeddings.shape)}, {tuple(labels.shape)}, {tuple(clip_ids.shape)}"
+        )
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    clips, inverse = torch.unique(clip_ids, return_inverse=True)
+    fewest_outside = len(labels) - int(torch.bincount(inverse).max())
+    if k < 1 or k > fewest_outside:
+        raise ValueError(f"k = {k} must be in [1, {fewest_outside}] (the fewest patches outside one clip)")
+    scores = torch.empty_like(labels)
+    for start in range(0, len(labels), chunk):
+        stop = min(start + chunk, len(labels))
+        sim = embeddings[start:stop] @ embeddings.T
+        sim.masked_fill_(inverse[start:stop, None] == inverse[None, :], float("-inf"))  # leave own clip out
+        scores[start:stop] = labels[sim.topk(k, dim=1).indices].mean(1)
+    _, clip_scores = _clip_means(scores, clip_ids)
+    _, clip_labels = _clip_means(labels, clip_ids)
+    if not torch.equal(clip_labels[inverse], labels):
+        raise ValueError("labels differ between patches of the same clip")
+    return multilabel_metrics(clip_labels.cpu().numpy(), clip_scores.cpu().numpy())

@@ -35,15 +35,29 @@ RESULTS_DIR = shipped_dir() / "results"
 BASELINES = ("random", "random_bn", "handcrafted", "released")
 
 
-def summarise(rows: list[dict], keys=("arch", "init", "stage", "task", "fraction", "wrong_rate")) -> list[dict]:
-    """Mean and sample std of ``test_balanced`` over seeds for each combination of ``keys`` present in the rows."""
+def score_key(row: dict) -> str:
+    """The test score a results row is summarised by: ``test_balanced`` (balanced accuracy, %) for a single-label
+    task, ``test_map`` (macro mAP, in [0, 1]) for a multi-label one."""
+    return "test_balanced" if "test_balanced" in row else "test_map"
+
+
+def summarise(
+    rows: list[dict], keys=("arch", "init", "stage", "task", "fraction", "wrong_rate"), metric: str | None = None
+) -> list[dict]:
+    """Mean and sample std of ``metric`` (default: each row's :func:`score_key`) over seeds for each combination of
+    ``keys`` present in the rows."""
     groups: dict[tuple, list[float]] = {}
+    names = set()
     for r in rows:
-        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r["test_balanced"])
-    return [
-        dict(zip(keys, g), mean=float(np.mean(v)), std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n=len(v))
-        for g, v in groups.items()
-    ]
+        names.add(metric or score_key(r))
+        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r[metric or score_key(r)])
+    if len(names) > 1:
+        raise ValueError(f"summarise: the rows mix metrics {sorted(names)}; summarise one kind of task at a time")
+    with np.errstate(invalid="ignore"):  # an infinite d' gives an infinite mean and a NaN std, without a warning
+        return [
+            dict(zip(keys, g), mean=float(np.mean(v)), std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n=len(v))
+            for g, v in groups.items()
+        ]
 
 
 def merge_results(base: dict, update: dict) -> dict:
@@ -161,13 +175,16 @@ def gain_interval(pretrained: list[float], baseline: list[float], confidence: fl
     """Paired gain over seeds: ``pretrained[i] - baseline[i]`` (the same seed's split draws and classifier init).
 
     Returns ``mean``, ``std`` (sample std of the differences), ``n``, and the Student-t interval ``low`` /
-    ``high`` of the mean gain at ``confidence`` (None with fewer than 2 seeds), and ``excludes_zero``.
+    ``high`` of the mean gain at ``confidence`` (None with fewer than 2 seeds), and ``excludes_zero``. A score that
+    is not finite (d' is +inf for a perfectly separated class) gives a NaN mean and no interval.
     """
     a, b = np.asarray(pretrained, dtype=float), np.asarray(baseline, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(f"gain_interval needs two equal-length score lists, got {len(a)} and {len(b)} scores")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # e.g. d' = +inf for a perfectly separated class
+        return dict(mean=float("nan"), std=float("nan"), n=len(a), low=None, high=None, excludes_zero=False)
     d = a - b
     out = dict(mean=float(d.mean()), std=float(d.std(ddof=1)) if len(d) > 1 else 0.0, n=len(d), low=None, high=None)
     if len(d) > 1:
@@ -179,9 +196,11 @@ def gain_interval(pretrained: list[float], baseline: list[float], confidence: fl
     return out
 
 
-def scores_by_seed(rows: list[dict], keys=("arch", "stage", "task")) -> dict[tuple, dict[str, dict[int, float]]]:
-    """The rows' test balanced accuracy (%) as ``{group: {init: {seed: score}}}``, a group being the row's values of
-    ``keys`` (in that order), groups in order of first appearance.
+def scores_by_seed(
+    rows: list[dict], keys=("arch", "stage", "task"), metric: str | None = None
+) -> dict[tuple, dict[str, dict[int, float]]]:
+    """The rows' test score (``metric``, default :func:`score_key`: balanced accuracy %, or mAP) as ``{group: {init:
+    {seed: score}}}``, a group being the row's values of ``keys`` (in that order), groups in order of first appearance.
 
     One row per (group, init, seed) is expected: a result file keeps only the selected setting's rows. Two rows of
     one seed (rows of several settings, or a ``keys`` that leaves a field out) raise ValueError instead of letting
@@ -195,21 +214,28 @@ def scores_by_seed(rows: list[dict], keys=("arch", "stage", "task")) -> dict[tup
                 f"two result rows for {dict(zip(keys, group))}, init {r['init']!r}, seed {r['seed']}: one row per "
                 "seed expected (keep only the selected setting's rows, or group by more keys)"
             )
-        by_seed[r["seed"]] = r["test_balanced"]
+        by_seed[r["seed"]] = r[metric or score_key(r)]
     return groups
 
 
-def gains(rows: list[dict], baseline: str, keys=("arch", "stage", "task"), confidence: float = 0.95) -> list[dict]:
+def gains(
+    rows: list[dict], baseline: str, keys=("arch", "stage", "task"), confidence: float = 0.95, metric: str | None = None
+) -> list[dict]:
     """Pre-trained vs ``baseline`` init for each combination of ``keys``: the paired :func:`gain_interval` over
-    the seeds both have, with both means and stds (test balanced accuracy, %), in order of first appearance."""
+    the seeds both have, with both means and stds (test ``metric``, default :func:`score_key`: balanced accuracy %,
+    or mAP), in order of first appearance."""
     out = []
-    for group, inits in scores_by_seed(rows, keys).items():
+    for group, inits in scores_by_seed(rows, keys, metric).items():
         if "pretrained" not in inits or baseline not in inits:
             continue
         seeds = sorted(set(inits["pretrained"]) & set(inits[baseline]))
         a = [inits["pretrained"][s] for s in seeds]
         b = [inits[baseline][s] for s in seeds]
-        std = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+        def std(v):
+            with np.errstate(invalid="ignore"):
+                return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
         out.append(
             dict(zip(keys, group), baseline=baseline, seeds=seeds, pretrained=float(np.mean(a)), pretrained_std=std(a))
             | dict(baseline_mean=float(np.mean(b)), baseline_std=std(b))
