@@ -15,7 +15,7 @@
   ``[--stages ...] [--label-efficiency] [--label-noise RATE ...] [--curve-stage linear|finetune]`` choose the
   comparisons and add the label-efficiency and label-noise curves; ``--merge-into FILE`` puts a rerun's rows into
   an earlier results file.
-- ``download fsdnoisy18k|esc50|released-encoders [--url-base URL] [--root DIR] [--keep-archives]``: resumable,
+- ``download fsdnoisy18k|fsd50k|esc50|released-encoders [--url-base URL] [--root DIR] [--keep-archives]``: resumable,
   checksum-verified downloads (``docs/real-audio.md``).
 - ``crossval --dataset esc50|PATH --encoder ENCODER [--stages linear finetune] [--inits pretrained random]
   [--folds 1 2 ...] [--seeds 0] [--epochs N] [--out FILE]``: evaluation over folds, mean over folds.
@@ -579,9 +579,10 @@ def _main(argv: list[str]) -> int:
     )
     ev.add_argument("--device", default=None)
     dl = sub.add_parser(
-        "download", help="download, verify and unpack fsdnoisy18k, esc50 or the authors' released encoders (resumable)"
+        "download",
+        help="download, verify and unpack fsdnoisy18k, fsd50k, esc50 or the authors' released encoders (resumable)",
     )
-    dl.add_argument("what", choices=["fsdnoisy18k", "esc50", "released-encoders"])
+    dl.add_argument("what", choices=["fsdnoisy18k", "fsd50k", "esc50", "released-encoders"])
     dl.add_argument(
         "--url-base", default=None, help="a mirror holding the same file names (or set UCLSER_MIRROR)", metavar="URL"
     )

@@ -17,6 +17,8 @@ import inspect
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .augment import AugmentConfig
 from .checkpoints import load_checkpoint, save_checkpoint, sidecar_of
-from .data import FeatureSet, _locked, feature_stats
+from .data import FeatureSet, PackedClips, _locked, feature_stats
 from .embed import knn_evaluate
 from .losses import nt_xent
 from .models import ARCHITECTURES, ContrastiveModel, Encoder, ProjectionHead, arch_of, build_encoder
@@ -40,6 +42,7 @@ __all__ = [
     "PretrainConfig",
     "RunExistsError",
     "RunInUseError",
+    "STORE_CHOICES",
     "TrainingDiverged",
     "check_run_dir",
     "distributed_context",
@@ -264,6 +267,54 @@ def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int]:
     return order, order * 1_009 + rank + 1
 
 
+#: Where :func:`pretrain` draws its batches from (its ``store`` argument).
+STORE_CHOICES = ("auto", "memory", "disk")
+
+
+def _training_clips(train, store: str, store_dir, run_dir, device, rank: int, world: int):
+    """(clips on ``device``, mean, std, a line saying where batches come from) for :func:`pretrain`'s ``store``."""
+    from .store import StoredSet, choose_store, open_store, store_stats, write_store
+
+    is_stored = isinstance(train, StoredSet)
+    where = ""
+    if store == "auto":
+        nbytes = train.clips.nbytes_float32 if is_stored else train.clips.data.numel() * 4
+        ranks_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        store, why = choose_store(nbytes, device, ranks_per_node)
+        if world > 1:  # every rank must take the same path: disk if any rank lacks the memory
+            flag = torch.tensor(int(store == "disk"), device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            store = "disk" if int(flag) else "memory"
+        where = f"training set in {store} ({why})"
+    if store == "memory":
+        clips = train.clips.load() if is_stored else train.clips
+        mean, std = feature_stats(clips)
+        return clips.to(device), mean, std, where
+    if not is_stored:
+        folder = store_dir if store_dir is not None else (run_dir / "train-store" if run_dir is not None else None)
+        if folder is None and world > 1:
+            raise ValueError(
+                "store='disk' under torchrun with an in-memory training set: give run_dir or store_dir (a folder "
+                "every rank sees) for the store rank 0 writes"
+            )
+        if folder is None:  # one process: a temporary store, its files deleted at once (the memory map keeps them)
+            tmp = Path(tempfile.mkdtemp(prefix="uclser-store-"))
+            try:
+                train = open_store(write_store(train, tmp / "train-store"), verify="size")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            if rank == 0:
+                write_store(train, folder, overwrite=True)
+            if world > 1:
+                torch.distributed.barrier()
+            train = open_store(folder, verify="size")
+        where = where or f"training set in disk (a store written at {folder or 'a temporary folder'})"
+    clips = train.clips.to(device)
+    mean, std = store_stats(clips)
+    return clips, mean, std, where or f"training set in disk (the store {train.path})"
+
+
 @_owns_run_dir
 def pretrain(
     cfg: PretrainConfig,
@@ -277,6 +328,8 @@ def pretrain(
     on_step: Callable[[int, int, float], None] | None = None,
     init: Encoder | None = None,
     init_name: str | None = None,
+    store: str = "auto",
+    store_dir=None,
 ) -> tuple[ContrastiveModel, list[dict]]:
     """Pre-train an encoder on ``train`` (labels unused); return the model and the per-epoch metrics.
 
@@ -302,7 +355,21 @@ def pretrain(
     statistics, as without it. Another architecture is a ValueError naming both, before any data is touched.
     ``init_name`` (e.g. the ``--init`` spec) is recorded in the checkpoint as ``init``; resuming a run with an
     ``init_name`` other than the recorded one is refused. Without ``init`` nothing changes.
+
+    ``train`` is a :class:`~uclser_lib.data.FeatureSet` (in memory) or a :class:`~uclser_lib.store.StoredSet` (an
+    opened feature store, :func:`~uclser_lib.store.open_store`: a set larger than memory). ``store`` says where the
+    batches are drawn from: ``"memory"``, every frame as float32 on ``device`` (a StoredSet is loaded first);
+    ``"disk"``, a feature store, each batch's patches and backgrounds read from its memory-mapped float16 frames
+    (a FeatureSet is first written as a store to ``store_dir``, default ``run_dir/train-store``, or a temporary
+    folder removed at once in a single process; under torchrun rank 0 writes it and the others wait, so the folder
+    must be one every rank sees); ``"auto"`` (default), memory where the set fits
+    (:func:`~uclser_lib.store.choose_store`: the processes of this machine's copies within the available memory,
+    and on CUDA within the device's free memory; under torchrun the ranks agree, disk if any says so), else disk.
+    From the store the normalisation statistics are computed in chunks of the store, and the views are those of
+    the in-memory path on the same float16-rounded frames, for the same seed, up to float rounding.
     """
+    if store not in STORE_CHOICES:
+        raise ValueError(f"store: expected one of {STORE_CHOICES}, got {store!r}")
     device = pick_device(device)
     rank, world = distributed_context()
     if cfg.batch_size % world:
@@ -323,8 +390,9 @@ def pretrain(
         if rank == 0:
             check_run_dir(run_dir, resume, overwrite)
         run_dir.mkdir(parents=True, exist_ok=True)
-    mean, std = feature_stats(train.clips)
-    packed = train.clips.to(device)
+    packed, mean, std, where = _training_clips(train, store, store_dir, run_dir, device, rank, world)
+    if progress and rank == 0 and where:
+        tqdm.write(where)
     views = ViewBuilder(packed, cfg.augment, mean, std)
 
     encoder = initial_encoder(cfg, len(train.classes))
@@ -366,7 +434,7 @@ def pretrain(
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     n_batches = len(train) // cfg.batch_size  # drop_last: NT-Xent batches of equal size
     gen = torch.Generator(device=device)
-    if cfg.cuda_graph and device.type == "cuda":
+    if cfg.cuda_graph and device.type == "cuda" and isinstance(packed, PackedClips):  # a store reads on the host
         try:
             views = GraphedViews(views, local, gen)
         except Exception as err:

@@ -58,7 +58,13 @@ def random_starts(lengths: torch.Tensor, generator: torch.Generator | None, chec
 
 
 def gather_patches(packed: PackedClips, clip_idx: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-    """Patches ``packed.clip(c)[s : s + 101]`` for each (c, s): one gather, (B, 101, F) float32."""
+    """Patches ``packed.clip(c)[s : s + 101]`` for each (c, s): one gather, (B, 101, F) float32.
+
+    ``packed`` may also be clips read lazily from a feature store (:class:`~uclser_lib.store.StoredClips`, or any
+    object with a ``gather_patches(clip_idx, starts)`` method): only the patches' frames are read then.
+    """
+    if not isinstance(packed, PackedClips):
+        return packed.gather_patches(clip_idx, starts)
     data = packed.data.contiguous()
     windows = data.as_strided(
         (len(data) - PATCH_FRAMES + 1, PATCH_FRAMES, data.shape[1]), (data.shape[1], data.shape[1], 1)
@@ -121,6 +127,18 @@ def epoch_batches(
     return batches
 
 
+def _check_finite(packed: PackedClips) -> None:
+    """ValueError naming the first clip and frame holding NaN or inf."""
+    bad = torch.nonzero(~torch.isfinite(packed.data).all(1))
+    if len(bad):
+        row = int(bad[0, 0])
+        clip = int(torch.searchsorted(packed.offsets, torch.tensor(row, device=packed.offsets.device), right=True)) - 1
+        raise ValueError(
+            f"features hold NaN or inf: clip {clip} (frame {row - int(packed.offsets[clip])}) "
+            f"and {len(bad) - 1} more frame(s)"
+        )
+
+
 class ViewBuilder:
     """The two augmented views of each clip of a batch, built on the packed clips' device (docs/method.md §4-6).
 
@@ -131,6 +149,11 @@ class ViewBuilder:
     Under "mix_within_clip", clips shorter than 4 patches (404 frames) are not mixed (lambda = 0).
     With mix-back on, it also keeps the clips as powers 10**x (one more copy of the features) and mixes
     with :func:`mix_back_power`, unless some |x| exceeds ``POWER_DOMAIN_MAX_LOG10`` (then :func:`mix_back`).
+
+    ``packed`` may be clips read lazily from a feature store (:class:`~uclser_lib.store.StoredClips`): each batch's
+    patches and backgrounds are then read from the file (float32) and delivered to the store's device, and the
+    powers are computed per batch instead of kept; the draws are the same, so the views equal those of the
+    in-memory clips holding the same values up to float rounding. Finiteness is then the store writer's check.
     """
 
     def __init__(
@@ -142,16 +165,9 @@ class ViewBuilder:
         chunk_views="auto",
     ):
         check_lengths(packed.lengths)
-        bad = torch.nonzero(~torch.isfinite(packed.data).all(1))
-        if len(bad):
-            row = int(bad[0, 0])
-            clip = (
-                int(torch.searchsorted(packed.offsets, torch.tensor(row, device=packed.offsets.device), right=True)) - 1
-            )
-            raise ValueError(
-                f"features hold NaN or inf: clip {clip} (frame {row - int(packed.offsets[clip])}) "
-                f"and {len(bad) - 1} more frame(s)"
-            )
+        stored = not isinstance(packed, PackedClips)  # a feature store: its writer refused non-finite values
+        if not stored:
+            _check_finite(packed)
         if chunk_views == "auto":
             chunk_views = CPU_CHUNK_VIEWS if packed.data.device.type == "cpu" else None
         if chunk_views is not None and not (isinstance(chunk_views, int) and chunk_views >= 1):
@@ -160,7 +176,9 @@ class ViewBuilder:
         self.augment = build_augment(cfg, mean, std)
         # Mix-back on powers computed once (one log10 per entry instead of exp/log-sum-exp), when float32 allows.
         self.power = None
-        if cfg.mix != "none" and float(packed.data.abs().max()) <= POWER_DOMAIN_MAX_LOG10:
+        if cfg.mix != "none" and stored and packed.max_abs <= POWER_DOMAIN_MAX_LOG10:
+            self.power = _Powers(packed)  # per batch: nothing more is held
+        elif cfg.mix != "none" and not stored and float(packed.data.abs().max()) <= POWER_DOMAIN_MAX_LOG10:
             self.power = replace(packed, data=torch.pow(10.0, packed.data))
 
     @property
@@ -187,9 +205,7 @@ class ViewBuilder:
         back_starts = random_starts(self.packed.lengths[back], generator, check=False)
         return {**draws, "back_clips": back, "back_starts": back_starts, "lambda": torch.cat([lam, lam])}
 
-    def _apply(
-        self, draws: dict, params: dict, rows: slice, power: PackedClips | None, record: dict | None
-    ) -> torch.Tensor:
+    def _apply(self, draws: dict, params: dict, rows: slice, power, record: dict | None) -> torch.Tensor:
         """Views ``rows`` of the batch from their draws: gather, mix-back, augmentations."""
         source = self.packed if power is None else power
         x = gather_patches(source, draws["clips"][rows], draws["starts"][rows])
@@ -232,6 +248,17 @@ class ViewBuilder:
         """(view1, view2), each (B, 1, 101, F) float32 on the clips' device."""
         x = self.build(clip_idx, generator)[:, None]
         return x[: len(clip_idx)], x[len(clip_idx) :]
+
+
+class _Powers:
+    """Stored clips' patches as powers 10**x, computed on each batch's patches (the stored counterpart of the
+    in-memory builder's ``power`` copy)."""
+
+    def __init__(self, stored):
+        self.stored = stored
+
+    def gather_patches(self, clip_idx: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        return torch.pow(10.0, self.stored.gather_patches(clip_idx, starts))
 
 
 class GraphedViews:
