@@ -192,10 +192,12 @@ def prepare(
     """Make sure a dataset and its features exist, and load them.
 
     ``dataset`` (default ``"course"``): ``"course"``; ``"fsdnoisy18k"`` (``fsd_root``, ``UCLSER_FSD_ROOT``, or where
-    ``python -m uclser_lib download fsdnoisy18k`` put it); ``"esc50"``; or the path of a folder: your own sounds,
-    ESC-50's layout or FSDnoisy18k's. FSDnoisy18k's layout (the course dataset's too) gives a :class:`Course`; ESC-50
-    and your own folders a :class:`uclser_lib.folders.RealDataset` (``docs/real-audio.md``); both are a
-    :class:`PreparedDataset`.
+    ``python -m uclser_lib download fsdnoisy18k`` put it); ``"fsd50k"`` (``fsd_root``, ``UCLSER_FSD50K_ROOT``, or
+    where ``download fsd50k`` put it); ``"esc50"``; or the path of a folder: your own sounds, ESC-50's layout,
+    FSDnoisy18k's or FSD50K's (a folder holding ``FSD50K.ground_truth/``). FSDnoisy18k's layout (the course
+    dataset's too) gives a :class:`Course`; FSD50K's a :class:`uclser_lib.fsd50k.FSD50K` (its official splits,
+    multi-hot labels); ESC-50 and your own folders a :class:`uclser_lib.folders.RealDataset`
+    (``docs/real-audio.md``); all are a :class:`PreparedDataset`.
 
     With ``fsd_root`` (or ``UCLSER_FSD_ROOT``, :func:`~uclser_lib.runtime.fsd_root`) the real FSDnoisy18k on disk is
     used; otherwise the embedded course dataset ``preset`` (``"tiny"`` in smoke mode, else ``"course"``)
@@ -207,9 +209,12 @@ def prepare(
     """
     if dataset not in (None, "course"):
         from . import folders
+        from .fsd50k import GROUND_TRUTH, prepare_fsd50k
 
         if dataset == "esc50":
             return folders.prepare_esc50(features_dir=features_dir, device=device, progress=progress, on_error=on_error)
+        if dataset == "fsd50k":
+            return prepare_fsd50k(fsd_root, features_dir, device, progress, on_error)
         if dataset == "fsdnoisy18k":
             fsd_root = fsd_root or runtime.fsd_root() or data_root() / "fsdnoisy18k" / "dataset"
             if not Path(fsd_root).is_dir():
@@ -217,6 +222,17 @@ def prepare(
         elif (Path(dataset).expanduser() / "meta" / "esc50.csv").is_file():
             return folders.prepare_esc50(
                 dataset, features_dir=features_dir, device=device, progress=progress, on_error=on_error
+            )
+        elif (Path(dataset).expanduser() / GROUND_TRUTH).is_dir():  # named by its folder (not the download's)
+            folder = Path(dataset).expanduser().resolve()
+            downloaded = folder == (data_root() / "fsd50k" / "dataset").resolve()
+            return prepare_fsd50k(
+                folder,
+                features_dir or (None if downloaded else folders.features_dir_of(folder)),
+                device,
+                progress,
+                on_error,
+                name="fsd50k" if downloaded else folder.name,
             )
         elif (Path(dataset).expanduser() / "FSDnoisy18k.meta").is_dir():
             fsd_root = dataset
