@@ -166,6 +166,7 @@ def pretrain_command(args, overrides: list[str]) -> int:
         overwrite=args.overwrite,
         init=init,
         init_name=args.init,
+        store=args.store,
     )
     print(f"done: {len(history)} epochs, final loss {history[-1]['loss']:.4f}; checkpoint and metrics in {run_dir}")
     if args.export:
@@ -481,6 +482,13 @@ def _main(argv: list[str]) -> int:
         metavar="ENCODER",
         help="start from this encoder's weights (a pretrained/ name, a run folder or its checkpoint.pt, an exported "
         ".pt, released:vgglike or released:crnn); the projection head starts fresh",
+    )
+    pt.add_argument(
+        "--store",
+        default="auto",
+        choices=["auto", "memory", "disk"],
+        help="draw batches from the training set in memory, or from a feature store on disk read per batch "
+        "(written to run_dir/train-store); auto (default): memory where the set fits",
     )
     pt.add_argument("--device", default=None)
     exp = sub.add_parser(
