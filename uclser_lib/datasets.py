@@ -19,6 +19,7 @@ from .data import ClipMeta, DatasetMeta, FeatureSet, extract_split, load_feature
 from .runtime import PAPER_SEED, data_root, smoke_mode
 
 __all__ = [
+    "COURSE_FSD50K",
     "ClipLists",
     "Course",
     "PreparedDataset",
@@ -27,6 +28,10 @@ __all__ = [
     "describe",
     "prepare",
 ]
+
+
+#: The name ``prepare`` takes for the course's multi-label dataset in FSD50K's layout (notebook 08).
+COURSE_FSD50K = "course-fsd50k"
 
 
 def course_dataset_name(preset: str) -> str:
@@ -44,6 +49,9 @@ def course_preset_of(name: str) -> str | None:
 def describe(name: str) -> str:
     """A dataset's name in words: 'course2_course' -> 'course dataset v2 (course preset)', 'course_tiny' ->
     'course dataset v1 (tiny preset)'; any other name (``esc50``, a folder's) unchanged."""
+    multilabel = re.fullmatch(r"course50k_v(\d+)_(\w+)", name)
+    if multilabel:
+        return f"course multi-label dataset v{multilabel[1]} ({multilabel[2]} preset, FSD50K's layout)"
     preset = course_preset_of(name)
     if preset is None:
         return name
@@ -193,7 +201,8 @@ def prepare(
 
     ``dataset`` (default ``"course"``): ``"course"``; ``"fsdnoisy18k"`` (``fsd_root``, ``UCLSER_FSD_ROOT``, or where
     ``python -m uclser_lib download fsdnoisy18k`` put it); ``"fsd50k"`` (``fsd_root``, ``UCLSER_FSD50K_ROOT``, or
-    where ``download fsd50k`` put it); ``"esc50"``; or the path of a folder: your own sounds, ESC-50's layout,
+    where ``download fsd50k`` put it); ``"course-fsd50k"`` (the course's multi-label dataset in FSD50K's layout,
+    preset ``preset``, generated if missing); ``"esc50"``; or the path of a folder: your own sounds, ESC-50's layout,
     FSDnoisy18k's or FSD50K's (a folder holding ``FSD50K.ground_truth/``). FSDnoisy18k's layout (the course
     dataset's too) gives a :class:`Course`; FSD50K's a :class:`uclser_lib.fsd50k.FSD50K` (its official splits,
     multi-hot labels); ESC-50 and your own folders a :class:`uclser_lib.folders.RealDataset`
@@ -215,6 +224,13 @@ def prepare(
             return folders.prepare_esc50(features_dir=features_dir, device=device, progress=progress, on_error=on_error)
         if dataset == "fsd50k":
             return prepare_fsd50k(fsd_root, features_dir, device, progress, on_error)
+        if dataset == COURSE_FSD50K:  # the course's multi-label dataset, in FSD50K's layout
+            from .coursedata.multilabel import course_multilabel_dataset_name, generate_multilabel
+
+            preset = preset or ("tiny" if smoke_mode() else "course")
+            name = course_multilabel_dataset_name(preset)
+            root = generate_multilabel(data_root() / name, preset=preset, progress=progress)
+            return prepare_fsd50k(root, features_dir or root / "features", device, progress, on_error, name=name)
         if dataset == "fsdnoisy18k":
             fsd_root = fsd_root or runtime.fsd_root() or data_root() / "fsdnoisy18k" / "dataset"
             if not Path(fsd_root).is_dir():
