@@ -247,11 +247,20 @@ def downstream_command(args, overrides: list[str], argv: list[str]) -> int:
     return 0
 
 
+def _runs_task(course, task: str) -> bool:
+    """Whether ``course`` has the downstream ``task`` (its ``check_task`` does not refuse it)."""
+    try:
+        course.check_task(task)
+    except ValueError:
+        return False
+    return True
+
+
 def evaluate_command(args, argv: list[str]) -> int:
     from .config import ConfigError
     from .datasets import course_preset_of, prepare
     from .downstream import FinetuneConfig, LinearEvalConfig, lr_milestones
-    from .experiments import Protocol, compare, label_efficiency
+    from .experiments import STAGES, Protocol, compare, label_efficiency
     from .pretrained import load_encoder, load_pretrained
     from .results import merge_results
 
@@ -267,8 +276,16 @@ def evaluate_command(args, argv: list[str]) -> int:
     if args.released:  # refused now, not after the data is ready
         _check_encoder_spec(args.released, "--released")
     encoder, info = load_pretrained(args.encoder, device="cpu")
-    course = prepare(course_preset_of(info["dataset"]), device=args.device)
+    if args.dataset:  # another dataset than the encoder's, e.g. a multi-label one (FSD50K's protocol)
+        course = prepare(dataset=args.dataset, device=args.device)
+    else:
+        course = prepare(course_preset_of(info["dataset"]), device=args.device)
     splits = course.splits()
+    multilabel = splits["pretrain"].multilabel
+    if args.stages is None:  # the default: every stage the dataset can run (FSD50K's layout: no clean-label task)
+        args.stages = [f"{s}:{t}" for s, t in STAGES if _runs_task(course, t)]
+    for stage in args.stages:
+        course.check_task(stage.split(":")[1])
     protocol = Protocol(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -329,20 +346,28 @@ def evaluate_command(args, argv: list[str]) -> int:
         stages=args.stages,
         encoder_sha256=info["sha256"],
     )
-    for row in results["summary"] + [
-        r for k in ("label_efficiency", "label_noise") if k in results for r in results[k]["summary"]
-    ]:
-        point = "".join(f" {k} {row[k]}" for k in ("fraction", "wrong_rate") if row.get(k) is not None)
-        print(
-            f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s}{point} "
-            f"test balanced {row['mean']:.1f} +- {row['std']:.1f} (n={row['n']})"
-        )
-    for g in results.get("gains", []):
-        interval = "" if g["gain_low"] is None else f", 95% interval [{g['gain_low']:+.1f}, {g['gain_high']:+.1f}]"
-        print(
-            f"{g['arch']:9s} {g['stage']:8s} {g['task']:5s} pre-trained {g['pretrained']:.1f} vs {g['baseline']} "
-            f"{g['baseline_mean']:.1f}: gain {g['gain_mean']:+.1f}{interval} (n={g['gain_n']})"
-        )
+    # single-label: balanced accuracy in %; multi-label: mAP in [0, 1] and d'
+    metrics = [("mAP", "", 3), ("d'", "_dprime", 2)] if multilabel else [("balanced", "", 1)]
+    for name, suffix, digits in metrics:
+        summary = results.get("summary" + suffix, [])
+        if not suffix:
+            summary = summary + [
+                r for k in ("label_efficiency", "label_noise") if k in results for r in results[k]["summary"]
+            ]
+        for row in summary:
+            point = "".join(f" {k} {row[k]}" for k in ("fraction", "wrong_rate") if row.get(k) is not None)
+            print(
+                f"{row['arch']:9s} {row['init']:10s} {row['stage']:8s} {row['task']:5s}{point} "
+                f"test {name} {row['mean']:.{digits}f} +- {row['std']:.{digits}f} (n={row['n']})"
+            )
+        for g in results.get("gains" + suffix, []):
+            lo, hi = g["gain_low"], g["gain_high"]
+            interval = "" if lo is None else f", 95% interval [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+            print(
+                f"{g['arch']:9s} {g['stage']:8s} {g['task']:5s} {name}: pre-trained {g['pretrained']:.{digits}f} vs "
+                f"{g['baseline']} {g['baseline_mean']:.{digits}f}: gain {g['gain_mean']:+.{digits}f}{interval} "
+                f"(n={g['gain_n']})"
+            )
     print(f"results in {out}")
     return 0
 
@@ -546,10 +571,17 @@ def _main(argv: list[str]) -> int:
     ev.add_argument(
         "--stages",
         nargs="*",
-        default=[f"{s}:{t}" for s, t in STAGES],
+        default=None,
         choices=[f"{s}:{t}" for s, t in STAGES],
         metavar="STAGE:TASK",
-        help="pre-trained vs random comparisons to run (default: all three; none: only the curves)",
+        help="pre-trained vs random comparisons to run (default: all three, or those the dataset has; none: only "
+        "the curves)",
+    )
+    ev.add_argument(
+        "--dataset",
+        default=None,
+        help="evaluate on this dataset instead of the encoder's: a name of `prepare` (e.g. fsd50k, course-fsd50k) or "
+        "a folder; a multi-label one is scored by mAP and d'",
     )
     ev.add_argument(
         "--inits",
