@@ -22,11 +22,29 @@ clean event of a class, to listen to a recipe.
 
 The audio of clip ``i`` depends only on ``(seed, i)`` (and its row of the plan), so an
 interrupted :func:`generate` resumes to byte-identical files.
+
+A multi-label version (:mod:`.multilabel`) mixes events of one to three of the 20 classes per clip,
+overlapping or one after another, labelled with their classes and those classes' AudioSet ancestors,
+and is written in FSD50K's exact layout (``FSD50K.dev_audio``, ``FSD50K.eval_audio``,
+``FSD50K.ground_truth/{dev,eval,vocabulary}.csv``) by :func:`generate_multilabel`.
 """
 
 from __future__ import annotations
 
 from .dsp import SAMPLE_RATE, SR
+from .multilabel import (
+    ML_PRESETS,
+    ML_VOCABULARY,
+    MULTILABEL_VERSION,
+    ONTOLOGY,
+    MultiLabelClip,
+    MultiLabelPreset,
+    course_multilabel_dataset_name,
+    generate_multilabel,
+    multilabel_preset_of,
+    plan_multilabel,
+    read_events,
+)
 from .plan import (
     ASO_IDS,
     CLASS_NOISE_SPREAD,
@@ -55,6 +73,10 @@ __all__ = [
     "CONFUSABLE_PAIRS",
     "INCOMPLETE_RATE",
     "MANIFEST",
+    "ML_PRESETS",
+    "ML_VOCABULARY",
+    "MULTILABEL_VERSION",
+    "ONTOLOGY",
     "NEIGHBOURS",
     "NEIGHBOUR_SHARE",
     "PRESETS",
@@ -65,8 +87,15 @@ __all__ = [
     "WRONG_RATE",
     "ClipPlan",
     "CoursePreset",
+    "MultiLabelClip",
+    "MultiLabelPreset",
+    "course_multilabel_dataset_name",
     "generate",
+    "generate_multilabel",
+    "multilabel_preset_of",
     "plan_dataset",
+    "plan_multilabel",
+    "read_events",
     "read_truth",
     "relabel",
     "render_clip",

@@ -51,6 +51,13 @@ def render_clip(clip: ClipPlan, seed: int) -> np.ndarray:
     x = _event(clip.true_label, rng, n)
     if clip.mixed_label is not None:
         x += 10 ** (rng.uniform(*MIXED_IN_DB) / 20) * _event(clip.mixed_label, rng, n)
+    return _mix_down(rng, x)
+
+
+def _mix_down(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """The clean events ``x`` of a clip in a room (half of the clips), over background noise at an SNR drawn from
+    SNR_DB, scaled to a peak of 0.2-0.9: (len(x),) float32. Shared by both layouts' clips (same draws, same order)."""
+    n = len(x)
     x = _room(rng, x)
     snr = rng.uniform(*SNR_DB)
     y = x + np.sqrt(_active_power(x) / 10 ** (snr / 10)) * _background(rng, n)
@@ -74,9 +81,13 @@ def _write_clip(job: tuple[ClipPlan, int, str]) -> None:
     :class:`~uclser_lib.runtime.DiskFullError`, "<the WAV's path>: no space left on device", the temporary file removed.
     """
     clip, seed, folder = job
-    path = Path(folder) / clip.fname
+    _write_wav(Path(folder) / clip.fname, render_clip(clip, seed))
+
+
+def _write_wav(path: Path, audio: np.ndarray) -> None:
+    """``audio`` as a 44.1 kHz 16-bit PCM mono WAV, encoded in memory and written atomically (see _write_clip)."""
     wav = io.BytesIO()
-    sf.write(wav, render_clip(clip, seed), SR, subtype="PCM_16", format="WAV")
+    sf.write(wav, audio, SR, subtype="PCM_16", format="WAV")
     write_atomic(path, wav.getvalue(), fsync=False)
 
 
@@ -106,9 +117,18 @@ def _csv_text(header, rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _claim(root: Path, manifest: dict) -> None:
-    """Write the manifest in an empty root, or check that the one there asks for the same dataset."""
-    path = root / META_DIR / MANIFEST
+def _claim(
+    root: Path,
+    manifest: dict,
+    meta_dir: str = META_DIR,
+    data_files: tuple[str, ...] = ("train.csv", "test.csv"),
+    audio_dirs: tuple[str, ...] = tuple(AUDIO_DIRS.values()),
+) -> None:
+    """Write the manifest in an empty root, or check that the one there asks for the same dataset.
+
+    ``meta_dir``: the metadata folder that holds the manifest; ``data_files`` (in it) and WAVs in ``audio_dirs``
+    without a manifest mean a dataset not made by the generator. Defaults: FSDnoisy18k's layout."""
+    path = root / meta_dir / MANIFEST
     if path.is_file():
         stored = json.loads(path.read_text(encoding="utf-8"))
         if stored != manifest:
@@ -123,18 +143,46 @@ def _claim(root: Path, manifest: dict) -> None:
                 "use another root, or delete this one to regenerate"
             )
         return
-    csvs = [root / META_DIR / "train.csv", root / META_DIR / "test.csv"]
-    if any(p.exists() for p in csvs) or any(f for d in AUDIO_DIRS.values() for f in (root / d).glob("*.wav")):
+    csvs = [root / meta_dir / name for name in data_files]
+    if any(p.exists() for p in csvs) or any(f for d in audio_dirs for f in (root / d).glob("*.wav")):
         raise ValueError(
             f"{root} already holds audio or metadata without a {MANIFEST} (not made by generate?); use another root"
         )
-    (root / META_DIR).mkdir(parents=True, exist_ok=True)
+    (root / meta_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _default_workers() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cpus, 8))
+
+
+def _prepare_folders(folders) -> None:
+    """Create ``folders`` and remove the temporary files an interrupted run left in them."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in [*folder.glob(".*.part"), *folder.glob(".*.tmp")]:
+            stale.unlink()
+
+
+def _run_jobs(work, todo: list, total: int, desc: str, progress: bool, workers: int | None) -> None:
+    """``work(job)`` for every job of ``todo`` (``total`` clips in all, the others already done), in ``workers``
+    processes (default: the CPUs, at most 8; see :func:`_worker_init`), with a progress bar. ``work`` must be a
+    module-level function (the worker processes receive it by name)."""
+    workers = min(workers or _default_workers(), max(1, len(todo)))
+    with tqdm(total=total, initial=total - len(todo), unit="clip", desc=desc, disable=not progress) as bar:
+        if workers == 1:
+            for job in todo:
+                work(job)
+                bar.update()
+        else:
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),))
+            try:
+                for _ in pool.map(work, todo, chunksize=4):
+                    bar.update()
+            finally:  # after an error (a full disk) the clips not started are not tried
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def generate(
@@ -174,36 +222,13 @@ def generate(
     _claim(root, json.loads(json.dumps(manifest)))
     folders = {split: root / d for split, d in AUDIO_DIRS.items()}
     meta = root / META_DIR
-    for folder in [*folders.values(), meta]:
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in [*folder.glob(".*.part"), *folder.glob(".*.tmp")]:  # temporary files left by an interrupted run
-            stale.unlink()
-
+    _prepare_folders([*folders.values(), meta])
     todo = [
         (c, int(seed), str(folders[c.split]))
         for c in clips
         if not _is_complete(folders[c.split] / c.fname, c.n_samples)
     ]
-    workers = min(workers or _default_workers(), max(1, len(todo)))
-    with tqdm(
-        total=len(clips),
-        initial=len(clips) - len(todo),
-        unit="clip",
-        desc=f"course dataset {name!r}",
-        disable=not progress,
-    ) as bar:
-        if workers == 1:
-            for job in todo:
-                _write_clip(job)
-                bar.update()
-        else:
-            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),))
-            try:
-                for _ in pool.map(_write_clip, todo, chunksize=4):
-                    bar.update()
-            finally:  # after an error (a full disk) the clips not started are not tried
-                pool.shutdown(wait=True, cancel_futures=True)
+    _run_jobs(_write_clip, todo, len(clips), f"course dataset {name!r}", progress, workers)
 
     train = [c for c in clips if c.split == "train"]
     test = [c for c in clips if c.split == "test"]
