@@ -12,11 +12,13 @@ Infrastructure
 Files -> features
 - ``features``     WAV -> log-mel (frames x 96), torch (batched) and librosa (readable) paths, and back (mel inversion)
 - ``data``         FSDnoisy18k's layout (classes, CSVs), metadata, packed clips, HDF5 feature sets, extraction, splits
-- ``coursedata``   the procedural course dataset written in FSDnoisy18k's layout (``dsp``, ``recipes``, ``plan``,
-  ``writer``)
+- ``store``        the feature store: a training set written once as a memory-mapped float16 array, read per batch
+- ``coursedata``   the procedural course datasets, in FSDnoisy18k's layout and (multi-label) in FSD50K's (``dsp``,
+  ``recipes``, ``plan``, ``writer``, ``multilabel``)
 - ``folders``      ESC-50 and your own folders as datasets (their folds and splits, summary)
-- ``datasets``     ``prepare()``: the course dataset, FSDnoisy18k, ESC-50 or a folder, generated and extracted as
-  needed, each a ``PreparedDataset``
+- ``fsd50k``       FSD50K's layout (multi-label, its official splits) and AudioSet's CSV layout
+- ``datasets``     ``prepare()``: the course datasets, FSDnoisy18k, FSD50K, ESC-50 or a folder, generated and extracted
+  as needed, each a ``PreparedDataset``
 
 Features -> views
 - ``sampling``     random draws on any device from a ``torch.Generator``
@@ -28,13 +30,14 @@ Views -> encoder -> pre-training
 - ``models``       encoders (ResNet-18, VGG-like, CRNN), projection head
 - ``losses``       NT-Xent (single process and DistributedDataParallel)
 - ``checkpoints``  run checkpoints, loaded safely
-- ``metrics``      balanced accuracy, clip-level predictions, the kNN monitor's vote
+- ``metrics``      balanced accuracy, clip-level predictions, the kNN monitor's vote; multi-label mAP, d', lwlrap
 - ``embed``        an encoder over every evaluation patch of a set, clip embeddings, the kNN monitor
 - ``train``        contrastive pre-training: the loop, checkpoints, resume
 
 Evaluation
 - ``released``     the authors' published encoders, their sha256 and the normalisation they expect
-- ``download``     FSDnoisy18k, ESC-50 and the released encoders: resumable, checksum-verified, unpacked atomically
+- ``download``     FSDnoisy18k, FSD50K, ESC-50 and the released encoders: resumable, checksum-verified, unpacked
+  atomically
 - ``pretrained``   the course's own encoders in ``pretrained/`` (export, sha256-checked loading), any encoder by name
 - ``baselines``    fair random features (BatchNorm statistics re-estimated), handcrafted band statistics
 - ``downstream``   linear evaluation and fine-tuning
