@@ -206,3 +206,45 @@ def test_knn_multilabel_equals_a_per_patch_loop_and_finds_separable_classes():
     assert knn_multilabel(coded.float(), labels, torch.as_tensor(clip_ids), k=2)["map"] > 0.95
     with pytest.raises(ValueError, match="k = 40 must be in"):
         knn_multilabel(emb, labels, torch.as_tensor(clip_ids), k=40)
+
+
+def test_evaluate_on_the_fsd50k_layout_course_data_writes_map_and_dprime_with_intervals(tmp_path, capsys):
+    """`evaluate --dataset course-fsd50k` (tiny preset in smoke mode): FSD50K's protocol end to end from the CLI."""
+    import json
+
+    from uclser_lib.cli import main
+
+    out = tmp_path / "results.json"
+    argv = ["evaluate", "--encoder", "course-resnet18", "--dataset", "course-fsd50k", "--epochs", "2"]
+    argv += ["--seeds", "0", "1", "--linear-lrs", "0.1", "--inits", "pretrained", "random_bn", "handcrafted"]
+    argv += ["--stages", "linear:noisy"]
+    assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["dataset"].startswith("course50k_") and res["seeds"] == [0, 1]
+    assert {(r["stage"], r["task"]) for r in res["rows"]} == {("linear", "noisy")}
+    assert {r["init"] for r in res["rows"]} == {"pretrained", "random_bn", "handcrafted"}
+    assert all(0 <= r["test_map"] <= 1 and "test_dprime" in r and "test_balanced" not in r for r in res["rows"])
+    for key in ("gains", "gains_dprime"):
+        assert {g["baseline"] for g in res[key]} == {"random_bn", "handcrafted"}
+        assert all(g["gain_n"] == 2 and g["gain_low"] is not None for g in res[key] if np.isfinite(g["gain_mean"]))
+    printed = capsys.readouterr().out
+    assert "test mAP" in printed and "test d'" in printed and "balanced" not in printed
+    # the clean-label task asked for by name is refused in one line, before any run
+    argv[argv.index("linear:noisy")] = "finetune:clean"
+    assert main([*argv, "--device", "cpu", "--out", str(tmp_path / "no.json")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # progress bars aside
+    assert len(errors) == 1 and "FSD50K has no clean-label subset" in errors[0]
+    assert not (tmp_path / "no.json").exists()
+
+
+def test_evaluate_runs_by_default_only_the_tasks_a_dataset_has():
+    from uclser_lib.cli import _runs_task
+    from uclser_lib.folders import FolderError
+
+    class NoCleanTask:
+        def check_task(self, task):
+            if task == "clean":
+                raise FolderError("no clean-label subset")
+
+    assert _runs_task(NoCleanTask(), "noisy") and not _runs_task(NoCleanTask(), "clean")
