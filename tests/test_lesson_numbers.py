@@ -27,12 +27,22 @@ NB03 = "notebooks/03_contrastive_pretraining.ipynb"
 NB04 = "notebooks/04_linear_evaluation.ipynb"
 NB05 = "notebooks/05_finetuning.ipynb"
 NB06 = "notebooks/06_what_the_encoder_learned.ipynb"
+NB08 = "notebooks/08_multilabel_fsd50k.ipynb"
 METHOD = "docs/method.md"
 RESULTS_MD = "docs/results.md"  # the results tables and the two measured whys (the README until issue #31)
 V2 = "pretrained/results/v2"
 DIP = "bench/results-finetune-dip.json"  # bench/finetune_dip.py: notebook 05's dip, BatchNorm or the lr
 MIXBACK = "bench/results-mixback-ablation.json"  # bench/mixback_ablation.py: notebook 02's shortcut, downstream
-SHIPPED = ("pretrained/manifest.json", "pretrained/*.metrics.json", f"{V2}/*.json", f"{V2}/*/*.json", DIP, MIXBACK)
+MULTILABEL = "pretrained/results/multilabel-course-resnet18.json"  # notebook 08: evaluate --dataset course-fsd50k
+SHIPPED = (
+    "pretrained/manifest.json",
+    "pretrained/*.metrics.json",
+    f"{V2}/*.json",
+    f"{V2}/*/*.json",
+    DIP,
+    MIXBACK,
+    MULTILABEL,
+)
 
 
 class Shipped:
@@ -349,6 +359,19 @@ def probe_gain(s: Shipped, a: str, b: str) -> tuple:
     return g["mean"], g["low"], g["high"], "a gain" if g["excludes_zero"] and g["low"] > 0 else "no gain"
 
 
+def multilabel_probe(s: Shipped) -> tuple:
+    """Notebook 08: the shipped ResNet-18's and the fair random encoder's test mAP (mean, std over seeds) on the
+    course's multi-label data, and the paired gain with its interval and the number of seeds."""
+    import numpy as np
+
+    score = {(row["init"], row["seed"]): row["test_map"] for row in s.json(MULTILABEL)["rows"]}
+    seeds = sorted(x for init, x in score if init == "pretrained")
+    pre, rnd = [score["pretrained", x] for x in seeds], [score["random_bn", x] for x in seeds]
+    g = gain_interval(pre, rnd)
+    spread = [(float(np.mean(v)), float(np.std(v, ddof=1))) for v in (pre, rnd)]
+    return (*spread[0], *spread[1], g["mean"], g["low"], g["high"], len(seeds))
+
+
 @dataclass(frozen=True)
 class Check:
     file: str
@@ -454,6 +477,13 @@ CHECKS = [
         NB04,
         r"the course's encoder scores ([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\] points against it",
         lambda s: probe_gain(s, "pretrained", "released")[:3],
+    ),
+    # notebook 08: the multi-label probe against the fair random encoder, paired over seeds
+    Check(
+        NB08,
+        r"the pre-trained encoder's test mAP is (\d\.\d{3}) ± (\d\.\d{3}), the fair random encoder's (\d\.\d{3}) ± "
+        r"(\d\.\d{3}): a gain of ([+-]\d\.\d{3}) \[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\] over (\d+) seeds",
+        multilabel_probe,
     ),
     # notebook 05 (numbers already true; its prose is edited elsewhere)
     Check(
@@ -612,7 +642,7 @@ def test_quoted_numbers_match_the_shipped_files(check):
 
 def test_checks_are_distinct_and_cover_each_lesson():
     assert len({c.name for c in CHECKS}) == len(CHECKS)
-    assert {c.file for c in CHECKS} == {METHOD, RESULTS_MD, NB02, NB03, NB04, NB05, NB06}
+    assert {c.file for c in CHECKS} == {METHOD, RESULTS_MD, NB02, NB03, NB04, NB05, NB06, NB08}
 
 
 @pytest.mark.parametrize("name", ["course-resnet18", "course-vgglike", "course-crnn"])

@@ -248,3 +248,16 @@ def test_evaluate_runs_by_default_only_the_tasks_a_dataset_has():
                 raise FolderError("no clean-label subset")
 
     assert _runs_task(NoCleanTask(), "noisy") and not _runs_task(NoCleanTask(), "clean")
+
+
+def test_pretraining_monitors_a_multilabel_set_with_knn_map():
+    from test_train import tiny_config
+
+    from uclser_lib.train import pretrain
+
+    train = make_multilabel_set(12, 0)
+    cfg = tiny_config(epochs=1, milestones=[1], knn_every=1, knn_k=3)
+    _, history = pretrain(cfg, train, {"val": make_multilabel_set(8, 1)}, progress=False)
+    row = history[-1]
+    assert {"val_knn_map", "val_knn_dprime"} <= set(row) and "val_knn_top1" not in row
+    assert 0 < row["val_knn_map"] <= 1
