@@ -295,13 +295,7 @@ def _check_sets(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> int:
     if train.multilabel:
         return _check_multilabel(sets, classes)
     for name, fs in sets.items():
-        if len(fs) == 0:
-            raise ValueError(f"the {name} split is empty (no clip left after filtering)")
-        if list(fs.classes) != classes:
-            raise ValueError(
-                f"the {name} split has classes {fs.classes} but train has {classes}: "
-                "the splits must share one class list"
-            )
+        _check_split(name, fs, classes)
         bad = np.flatnonzero((fs.labels < 0) | (fs.labels >= n))
         if len(bad):
             i = int(bad[0])
@@ -319,17 +313,21 @@ def _check_sets(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> int:
     return n
 
 
+def _check_split(name: str, fs: FeatureSet, classes: list[str]) -> None:
+    """``ValueError`` for an empty split or one whose class list is not ``classes`` (train's)."""
+    if len(fs) == 0:
+        raise ValueError(f"the {name} split is empty (no clip left after filtering)")
+    if list(fs.classes) != classes:
+        raise ValueError(
+            f"the {name} split has classes {fs.classes} but train has {classes}: the splits must share one class list"
+        )
+
+
 def _check_multilabel(sets: dict[str, FeatureSet], classes: list[str]) -> int:
     """:func:`_check_sets` for multi-label sets: (N, C) 0/1 labels, one class list, every class with a training
     positive, and a validation set in which some class has a positive (mAP over the classes that have one)."""
     for name, fs in sets.items():
-        if len(fs) == 0:
-            raise ValueError(f"the {name} split is empty (no clip left after filtering)")
-        if list(fs.classes) != classes:
-            raise ValueError(
-                f"the {name} split has classes {fs.classes} but train has {classes}: "
-                "the splits must share one class list"
-            )
+        _check_split(name, fs, classes)
         y = fs.labels
         if y.shape != (len(fs), len(classes)) or not np.isin(y, (0, 1)).all():
             raise ValueError(
