@@ -64,3 +64,21 @@ def model_zoo_dir() -> Path:
 def reference(reference_dir):
     """Load one reference npz by stem: ``reference('mixback')``."""
     return lambda stem: np.load(reference_dir / f"{stem}.npz")
+
+
+@pytest.fixture
+def small_bn_recalibration(monkeypatch):
+    """The ``random_bn`` init's BatchNorm re-estimation on one batch of 16 patches instead of the protocol's
+    ``bn_batches`` x 128 (8 x 128 by default: most of an end-to-end test's time on 2 cores). The statistics are
+    still re-estimated, so a ``random_bn`` row still differs from its ``random`` one; the re-estimation itself is
+    tested in test_baselines.py. Yields the ``batches`` each call asked for (the protocol's, to be asserted)."""
+    from uclser_lib import baselines, experiments
+
+    asked = []
+
+    def small(encoder, packed, mean, std, batches=8, batch_size=128, **kw):
+        asked.append(batches)
+        return baselines.recalibrate_batchnorm(encoder, packed, mean, std, batches=1, batch_size=16, **kw)
+
+    monkeypatch.setattr(experiments, "recalibrate_batchnorm", small)
+    return asked

@@ -18,7 +18,7 @@ import torch
 from uclser_lib import pretrained, runtime
 from uclser_lib.cli import main
 from uclser_lib.config import ConfigError, build, parse_overrides, read_yaml
-from uclser_lib.experiments import STAGE_INITS
+from uclser_lib.experiments import STAGE_INITS, Protocol
 from uclser_lib.train import PretrainConfig
 
 
@@ -86,7 +86,7 @@ def test_a_duplicate_yaml_key_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow  # end to end: pre-training and evaluation runs
-def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
+def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys, small_bn_recalibration):
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "pretrained")
     run = tmp_path / "run"
     args = [
@@ -249,6 +249,7 @@ def test_pretrain_and_export_end_to_end(tmp_path, monkeypatch, capsys):
         == 0
     )
     results = json.loads(out.read_text())
+    assert small_bn_recalibration and set(small_bn_recalibration) == {Protocol().bn_batches}  # the CLI's protocol
     assert results["summary"] == [] and {r["stage"] for r in results["label_noise"]["rows"]} == {"linear"}
     # a corrupted file is refused before it is unpickled
     path = tmp_path / "pretrained" / "tiny-resnet18.pt"

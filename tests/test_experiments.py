@@ -69,7 +69,7 @@ def test_label_noise_experiment_on_tiny_course():
 
 
 @pytest.mark.slow  # end to end: pre-training, then linear evaluation at each label fraction
-def test_label_curves_by_linear_evaluation_on_tiny_course():
+def test_label_curves_by_linear_evaluation_on_tiny_course(small_bn_recalibration):
     course = datasets.prepare("tiny", progress=False)
     splits = course.splits()
     mean, std = feature_stats(splits["pretrain"].clips)
@@ -108,6 +108,8 @@ def test_label_curves_by_linear_evaluation_on_tiny_course():
     assert {(r["stage"], r["wrong_rate"], r["init"]) for r in noise["rows"]} == {
         ("linear", 0.6, i) for i in CURVE_INITS["linear"]
     }
+    # random_bn re-estimated once per seed of each curve, with the default protocol's number of batches
+    assert small_bn_recalibration == [Protocol().bn_batches] * 3
     with pytest.raises(ValueError, match="stage must be"):
         label_efficiency(build_encoder("resnet18"), mean, std, splits, fractions=(1.0,), stage="probe", device="cpu")
 
@@ -274,7 +276,7 @@ def test_protocol_validates_its_grid():
 
 
 @pytest.mark.slow  # end to end: every baseline trained and evaluated
-def test_compare_selects_on_validation_with_every_baseline_on_tiny_course():
+def test_compare_selects_on_validation_with_every_baseline_on_tiny_course(small_bn_recalibration):
     course = datasets.prepare("tiny", progress=False)
     splits = course.splits()
     mean, std = feature_stats(splits["pretrain"].clips)
@@ -313,6 +315,7 @@ def test_compare_selects_on_validation_with_every_baseline_on_tiny_course():
     }
     assert all(g["gain_n"] == 2 and g["gain_low"] is not None for g in res["gains"])
     assert res["recipe"] == protocol.to_dict()
+    assert small_bn_recalibration and set(small_bn_recalibration) == {protocol.bn_batches}  # the protocol's batches
     json.dumps(res)  # plain Python values only: the results file is JSON
 
 
