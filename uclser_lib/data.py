@@ -43,6 +43,7 @@ __all__ = [
     "audio_durations",
     "extract_split",
     "feature_stats",
+    "label_array",
     "load_features",
     "paper_splits",
     "read_meta",
@@ -211,11 +212,16 @@ class DatasetMeta:
         return self.root / self.audio_dirs[split] / clip.fname
 
     def label_array(self, clips: list[ClipMeta]) -> np.ndarray:
-        """The labels of ``clips`` as feature files store them: (N,) int64 class indices, or (N, C) float32
-        multi-hot when :attr:`multilabel`."""
-        if self.multilabel:
-            return multi_hot([c.labels for c in clips], self.classes)
-        return np.array([self.classes.index(c.label) for c in clips], dtype=np.int64)
+        """The labels of ``clips`` as feature files store them (:func:`label_array`)."""
+        return label_array(self, clips)
+
+
+def label_array(meta, clips: list[ClipMeta]) -> np.ndarray:
+    """The labels of ``clips`` of a dataset's ``meta`` (anything with ``classes``, and ``multilabel`` where it is
+    multi-label) as feature files store them: (N,) int64 class indices, or (N, C) float32 multi-hot."""
+    if getattr(meta, "multilabel", False):
+        return multi_hot([c.labels for c in clips], meta.classes)
+    return np.array([meta.classes.index(c.label) for c in clips], dtype=np.int64)
 
 
 def audio_durations(meta: DatasetMeta, split: str) -> np.ndarray:
@@ -748,7 +754,7 @@ def _extract_into(
                 del f[name]
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("fname", data=np.array([clips[i].fname.encode() for i in keep]))
-        f.create_dataset("label", data=meta.label_array([clips[i] for i in keep]))
+        f.create_dataset("label", data=label_array(meta, [clips[i] for i in keep]))
         f.create_dataset("clean", data=np.array([clips[i].clean for i in keep]))
         f.create_dataset("noisy_small", data=np.array([clips[i].noisy_small for i in keep]))
         f.attrs.update(
