@@ -181,3 +181,21 @@ def test_the_frozen_path_only_where_it_pays(monkeypatch):
         enc.eval()
         assert embed.inference_fn(enc.embed, "cpu") != enc.embed  # all conditions met: the frozen graph
     assert embed.inference_fn(enc.embed, "cpu") == enc.embed  # gradients on
+
+
+def test_hear_embeds_through_the_frozen_graph_and_equals_the_plain_encoder(monkeypatch):
+    """The embedding API (uclser_lib.hear) takes the same fast path as embed_eval_patches, with the same outputs."""
+    from uclser_lib import embed, hear
+
+    torch.manual_seed(0)
+    model = hear.load_model("course-vgglike", device="cpu", patch_hop=2)
+    audio = torch.rand(2, 3 * model.sample_rate) * 2 - 1  # 2 x 101 patches: enough for the frozen graph
+    built = []
+    real = embed.inference_fn
+    monkeypatch.setattr(hear, "inference_fn", lambda *a: built.append(real(*a)) or built[-1])
+    fast, _ = hear.get_timestamp_embeddings(audio, model)
+    assert built and built[-1] is not model.encoder.embed  # the frozen graph ran
+    monkeypatch.setattr(hear, "inference_fn", lambda fn, *a: fn)
+    plain, _ = hear.get_timestamp_embeddings(audio, model)
+    scale = float(plain.abs().max())
+    torch.testing.assert_close(fast, plain, rtol=0, atol=256 * torch.finfo(torch.float32).eps * scale)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .data import EVAL_HOP, PATCH_FRAMES
+from .embed import inference_fn
 from .features import DEFAULT_PARAMS, LogMel, LogMelParams, load_audio, prepare_waveform, resample
 from .folders import AUDIO_EXTENSIONS
 from .pretrained import EncoderInfo, resolve_encoder
@@ -169,10 +170,12 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: EmbeddingModel) -> tupl
     patches = torch.stack(feats).unfold(1, PATCH_FRAMES, hop)  # (n_sounds, T, n_mels, 101): a view, no copy
     assert patches.shape[1] == t, (patches.shape, t)
     flat = torch.arange(n_sounds * t, device=device)
+    # on a CPU, the VGG-like and the CRNN run through embed's frozen graph (BatchNorm folded), as embed_eval_patches
+    run = inference_fn(model.encoder.embed, device, n_sounds * t, (1, PATCH_FRAMES, patches.shape[2]))
     for batch in flat.split(model.batch_size):
         s, k = batch // t, batch % t
         x = patches[s, k].transpose(1, 2)  # (B, 101, n_mels), copied for this batch only
-        out[s, k] = model.encoder.embed(((x - model.mean) / model.std)[:, None]).float()
+        out[s, k] = run(((x - model.mean) / model.std)[:, None]).float()
     frames = torch.arange(t, dtype=torch.float64, device=device) * hop + PATCH_FRAMES // 2
     stamps = (frames * (p.hop_length * 1000.0 / p.sr)).expand(n_sounds, t).contiguous()
     return out, stamps
