@@ -108,16 +108,15 @@ def embed_eval_patches(
 # Eval-mode inference on a CPU: BatchNorm folded into the convolutions, oneDNN's blocked layouts
 
 #: The encoders (:func:`~uclser_lib.models.arch_of` names) whose CPU embedding runs through a frozen graph
-#: (:func:`inference_fn`); measured by ``bench/bench_embed_cpu.py`` (one thread, 2-core EPYC): the VGG-like and the
-#: CRNN 2.2-2.6x faster than channels-last eager (at 70-100 % of the core's fp32 peak), the ResNet-18 no faster (it
-#: already runs near the peak), so it is left eager.
+#: (:func:`inference_fn`): where it is faster than channels-last eager; the ResNet-18, already near the core's peak
+#: eagerly, is left eager (measurements: ``bench/bench_embed_cpu.py``, bench/RESULTS.md).
 FROZEN_ARCHS = ("vgglike", "crnn")
-#: Fewer patches than this are embedded eagerly: the frozen graph's build (trace, freeze, oneDNN weight packing;
-#: about 1-2 s on one core) would cost more than it saves (about 5-9 ms a patch).
+#: Fewer patches than this are embedded eagerly: the frozen graph's build (trace, freeze, oneDNN weight packing)
+#: would cost more than it saves.
 FROZEN_MIN_PATCHES = 256
 #: The frozen graph runs this many patches at a time, whatever the caller's batch: the full-resolution activations
 #: of a few patches (the VGG-like's 32 x 101 x 96, the CRNN's 128 x 101 x 96 floats, 1.2-5 MB each) stay in the
-#: core's caches; at 128 and more they go through memory, and the CRNN is about 1.5x slower (bench_embed_cpu.py).
+#: core's caches; at 128 and more they go through memory (bench/RESULTS.md).
 FROZEN_BATCH = 4
 #: encoder -> (method name, the weights its graphs were built from, {input shape: frozen graph, or None: failed})
 _FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -215,8 +214,8 @@ def inference_fn(fn, device, n_patches: int | None = None, patch_shape: tuple = 
     weights on the CPU, ``device`` is the CPU, gradients are off (``torch.no_grad``) and there are at least
     :data:`FROZEN_MIN_PATCHES` patches to embed (``n_patches``; None: enough), the result runs a frozen graph of a
     copy of the encoder (:func:`_freeze`): BatchNorm folded into the convolutions, oneDNN's blocked layouts,
-    :data:`FROZEN_BATCH` patches at a time; 2.2-2.6x faster than channels-last eager on one core
-    (``bench/bench_embed_cpu.py``). The encoder itself is not touched. The graph is kept for the encoder while its
+    :data:`FROZEN_BATCH` patches at a time (its speed: ``bench/bench_embed_cpu.py``, bench/RESULTS.md). The
+    encoder itself is not touched. The graph is kept for the encoder while its
     weights stay the same (compared exactly), so embedding several sets builds it once. Any failure (TorchScript
     missing, a trace that does not fit, outputs that differ from ``fn`` on the check's patches) gives ``fn``'s own
     outputs, silently. The result takes (B, *patch_shape) like ``fn``.
@@ -249,8 +248,7 @@ def inference_fn(fn, device, n_patches: int | None = None, patch_shape: tuple = 
 def _channels_last(module):
     """Put a convolutional ``module``'s 4-d weights in channels-last layout (NHWC), in place; returns the function
     that puts them back, or None (not a module, no 4-d weight, or already channels-last: left as it is). The
-    outputs equal the default layout's up to float rounding (a different summation order), several times faster
-    on a CPU for the VGG-like and the CRNN."""
+    outputs equal the default layout's up to float rounding (a different summation order), faster on a CPU."""
     if not isinstance(module, torch.nn.Module):
         return None
     weights = [p for p in module.parameters() if p.dim() == 4]
