@@ -21,7 +21,7 @@ from test_datasets import check_meets
 
 from uclser_lib import datasets, download
 from uclser_lib.cli import main
-from uclser_lib.data import extract_split, load_features
+from uclser_lib.data import extract_split, label_array, load_features
 from uclser_lib.datasets import ClipLists, PreparedDataset
 from uclser_lib.downstream import task_splits
 from uclser_lib.folders import FolderError
@@ -92,7 +92,7 @@ def test_read_layout(fsd50k_dir):
     assert [c.fname for c in meta.test] == ["201.wav", "202.wav", "203.wav"]
     assert meta.train[0].labels == ("Bark", "Dog", "Animal") and all(c.clean for c in meta.train + meta.test)
     assert meta.dev_split == {f"{i}.wav": s for i, s in zip(range(101, 107), "train train train val train val".split())}
-    np.testing.assert_array_equal(meta.label_array(meta.train), hot(c.fname for c in meta.train))
+    np.testing.assert_array_equal(label_array(meta, meta.train), hot(c.fname for c in meta.train))
     assert meta.audio_path("test", meta.test[1]) == fsd50k_dir / "FSD50K.eval_audio" / "202.wav"
 
 
@@ -299,7 +299,7 @@ def test_audioset_layout_leaves_missing_clips_out_and_counts_them(tmp_path):
         "unbalanced_train_segments/abcdefghijk.wav",
     ]
     assert [c.fname for c in meta.test] == ["eval_segments/evalclip001_5.000.wav", "eval_segments/evalclip002_0.wav"]
-    np.testing.assert_array_equal(meta.label_array(meta.train), [[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 1]])
+    np.testing.assert_array_equal(label_array(meta, meta.train), [[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 1]])
     assert meta.audio_path("train", meta.train[2]) == root / "unbalanced_train_segments" / "abcdefghijk.wav"
     fs = load_features(extract_split(meta, "test", tmp_path / "test.h5", workers=0, progress=False))
     assert fs.multilabel and fs.fnames == [c.fname for c in meta.test]

@@ -48,6 +48,7 @@ __all__ = [
     "paper_splits",
     "read_meta",
     "multi_hot",
+    "open_feature_file",
     "strata",
     "stratified_draw",
 ]
@@ -210,10 +211,6 @@ class DatasetMeta:
 
     def audio_path(self, split: str, clip: ClipMeta) -> Path:
         return self.root / self.audio_dirs[split] / clip.fname
-
-    def label_array(self, clips: list[ClipMeta]) -> np.ndarray:
-        """The labels of ``clips`` as feature files store them (:func:`label_array`)."""
-        return label_array(self, clips)
 
 
 def label_array(meta, clips: list[ClipMeta]) -> np.ndarray:
@@ -432,8 +429,10 @@ def _check_params(path: Path, stored: dict, params: LogMelParams) -> None:
         )
 
 
-def load_features(path, params: LogMelParams = DEFAULT_PARAMS) -> FeatureSet:
-    """Load a feature file written by :func:`extract_split`; an error if it was made with other parameters."""
+def open_feature_file(path, params: LogMelParams = DEFAULT_PARAMS) -> h5py.File:
+    """A feature file written by :func:`extract_split`, open for reading (close it, e.g. ``with``), once checked:
+    ``FileNotFoundError`` when absent, :class:`FeatureFileError` when it is not ours, of another format version, or
+    made with other parameters than ``params``. Nothing is read beyond its attributes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such feature file (run uclser_lib.data.extract_split first)")
@@ -441,10 +440,19 @@ def load_features(path, params: LogMelParams = DEFAULT_PARAMS) -> FeatureSet:
         f = h5py.File(path, "r")
     except OSError as err:
         raise FeatureFileError(f"{path}: not a readable HDF5 file ({err})") from None
-    with f:
+    try:
         if f.attrs.get("format") != "uclser-logmel" or int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
             raise FeatureFileError(f"{path}: not a uclser log-mel feature file of format version {FORMAT_VERSION}")
         _check_params(path, json.loads(f.attrs["params"]), params)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def load_features(path, params: LogMelParams = DEFAULT_PARAMS) -> FeatureSet:
+    """Load a feature file written by :func:`extract_split`; an error if it was made with other parameters."""
+    with open_feature_file(path, params) as f:
         packed = PackedClips(
             torch.from_numpy(f["features"][...]), torch.from_numpy(f["offsets"][...]), _label_tensor(f["label"][...], 0)
         )

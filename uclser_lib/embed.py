@@ -39,7 +39,7 @@ from .data import EVAL_HOP, PATCH_FRAMES, FeatureSet, PackedClips
 from .metrics import knn_monitor, knn_multilabel
 from .models import arch_of
 from .runtime import pick_device, work_root, write_atomic
-from .views import eval_patches
+from .views import eval_patch_counts, eval_patches
 
 __all__ = [
     "CACHE_ENV",
@@ -81,7 +81,7 @@ def embed_eval_patches(
     if was_training:
         fn.eval()
     owner = fn if isinstance(fn, torch.nn.Module) else getattr(fn, "__self__", None)
-    n_patches = int(((packed.lengths - PATCH_FRAMES) // EVAL_HOP + 1).clamp(min=0).sum()) if len(packed) else 0
+    n_patches = int(eval_patch_counts(packed.lengths).sum())
     # on a CPU: BatchNorm folded, oneDNN's layouts (a frozen graph of a copy of the encoder); else fn itself
     run = inference_fn(fn, device, n_patches, (1, PATCH_FRAMES, packed.data.shape[1]))
     # else the same arithmetic in the memory layout oneDNN/cuDNN convolve fastest (the module put back after)

@@ -283,21 +283,10 @@ def write_store_from_h5(
     memory). ``index``: the clips to keep (a boolean mask or increasing integer indices, e.g. a split's), default
     all. The file is checked as :func:`~uclser_lib.data.load_features` checks it (ours, ``params``).
     """
-    import h5py
-
-    from .data import FORMAT_VERSION, FeatureFileError, _check_params
+    from .data import open_feature_file
 
     h5_path = Path(h5_path)
-    if not h5_path.is_file():
-        raise FileNotFoundError(f"{h5_path}: no such feature file (run uclser_lib.data.extract_split first)")
-    try:
-        f = h5py.File(h5_path, "r")
-    except OSError as err:
-        raise FeatureFileError(f"{h5_path}: not a readable HDF5 file ({err})") from None
-    with f:
-        if f.attrs.get("format") != "uclser-logmel" or int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
-            raise FeatureFileError(f"{h5_path}: not a uclser log-mel feature file of format version {FORMAT_VERSION}")
-        _check_params(h5_path, json.loads(f.attrs["params"]), params)
+    with open_feature_file(h5_path, params) as f:
         offsets = f["offsets"][...].astype(np.int64)
         n = len(offsets) - 1
         keep = np.arange(n) if index is None else np.asarray(index)

@@ -24,6 +24,7 @@ __all__ = [
     "ViewBuilder",
     "check_lengths",
     "epoch_batches",
+    "eval_patch_counts",
     "eval_patches",
     "gather_patches",
     "other_clips",
@@ -99,6 +100,12 @@ def other_clips(clip_idx: torch.Tensor, n_clips: int, generator: torch.Generator
     return torch.stack([b1, b2], dim=1)
 
 
+def eval_patch_counts(lengths: torch.Tensor) -> torch.Tensor:
+    """(N,) the evaluation patches of each clip of ``lengths`` (N,) frames: starts 0, 50, ... while start + 101 <= T
+    (0 for a clip shorter than a patch)."""
+    return ((lengths - PATCH_FRAMES) // EVAL_HOP + 1).clamp(min=0)
+
+
 def eval_patches(packed: PackedClips) -> tuple[torch.Tensor, torch.Tensor]:
     """Every evaluation patch: starts 0, 50, 100, ... while start + 101 <= T, for every clip.
 
@@ -106,7 +113,7 @@ def eval_patches(packed: PackedClips) -> tuple[torch.Tensor, torch.Tensor]:
     """
     lengths = packed.lengths
     check_lengths(lengths)
-    counts = (lengths - PATCH_FRAMES) // EVAL_HOP + 1
+    counts = eval_patch_counts(lengths)
     clip_index = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), counts)
     first = torch.cumsum(counts, 0) - counts  # index of each clip's first patch
     k = torch.arange(len(clip_index), device=lengths.device) - first[clip_index]
